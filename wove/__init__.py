@@ -1,0 +1,66 @@
+"""Wove: run the slow parts of one function concurrently, declared inline.
+
+    with weave() as w:
+        @w.do
+        def author(): ...
+        @w.do
+        def books(): ...
+        @w.do
+        def context(author, books): ...
+    w.result.final
+"""
+
+from __future__ import annotations
+
+from .config import Settings, configure, settings
+from .errors import (
+    CircularDependencyError,
+    DefinitionError,
+    InvalidOptionError,
+    MappingError,
+    ReservedNameError,
+    TaskCancelled,
+    TaskTimeout,
+    UnresolvedNameError,
+    WeaveStateError,
+    WoveError,
+)
+from .helpers import batch, denone, flatten, fold, redict, undict
+from .merge import merge
+from .result import WoveResult
+from .template import Weave
+from .tracing import TraceRecord, collect, collecting
+from .weave import WeaveBlock, weave
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CircularDependencyError",
+    "DefinitionError",
+    "InvalidOptionError",
+    "MappingError",
+    "ReservedNameError",
+    "Settings",
+    "TaskCancelled",
+    "TaskTimeout",
+    "TraceRecord",
+    "UnresolvedNameError",
+    "Weave",
+    "WeaveBlock",
+    "WeaveStateError",
+    "WoveError",
+    "WoveResult",
+    "__version__",
+    "batch",
+    "collect",
+    "collecting",
+    "configure",
+    "denone",
+    "flatten",
+    "fold",
+    "merge",
+    "redict",
+    "settings",
+    "undict",
+    "weave",
+]

@@ -1,0 +1,48 @@
+"""Process-wide settings: ``wove.configure(...)``."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, replace
+
+from . import lanes
+from .errors import InvalidOptionError
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    #: The most threads the shared pool runs at once (sync tasks of all weaves).
+    max_threads: int = 256
+    #: With ``debug=True``, tasks still running after this many seconds are reported.
+    stuck_after: float = 5.0
+
+
+_settings = Settings()
+_lock = threading.Lock()
+
+
+def settings() -> Settings:
+    return _settings
+
+
+def configure(*, max_threads: int | None = None, stuck_after: float | None = None) -> Settings:
+    """Change process-wide settings; arguments left ``None`` keep their value.
+
+    ``max_threads`` bounds the shared thread pool that runs sync tasks (default 256, so
+    a weave mapping 200 blocking calls runs them all at once; lower it to bound database
+    connections). ``stuck_after`` is the delay after which ``debug=True`` weaves report
+    the tasks still running, by name.
+    """
+    global _settings
+    if max_threads is not None and (type(max_threads) is not int or max_threads < 1):
+        raise InvalidOptionError(f"max_threads must be an int >= 1, got {max_threads!r}")
+    if stuck_after is not None and (not isinstance(stuck_after, int | float) or stuck_after <= 0):
+        raise InvalidOptionError(f"stuck_after must be a number of seconds > 0, got {stuck_after!r}")
+    with _lock:
+        _settings = replace(
+            _settings,
+            max_threads=_settings.max_threads if max_threads is None else max_threads,
+            stuck_after=_settings.stuck_after if stuck_after is None else float(stuck_after),
+        )
+        lanes.set_max_threads(_settings.max_threads)
+    return _settings

@@ -1,0 +1,67 @@
+"""Every error Wove raises for misuse or for a task's fate.
+
+Each class derives from :class:`WoveError` and from the built-in class a user would
+already catch, so ``except NameError`` and ``except wove.WoveError`` both work.
+"""
+
+from __future__ import annotations
+
+
+class WoveError(Exception):
+    """Base class of every error raised by Wove itself."""
+
+
+class DefinitionError(WoveError, TypeError):
+    """A task, or a ``Weave`` class, is defined in a way Wove cannot run."""
+
+
+class InvalidOptionError(WoveError, ValueError):
+    """A task or weave option has a value outside its range."""
+
+
+class UnresolvedNameError(WoveError, NameError):
+    """A task parameter or map source names nothing the weave provides."""
+
+
+class ReservedNameError(WoveError, NameError):
+    """A task or keyword uses a name Wove keeps for itself."""
+
+
+class MappingError(WoveError, TypeError):
+    """A mapped task's source value cannot be iterated."""
+
+
+class CircularDependencyError(WoveError, RuntimeError):
+    """The tasks depend on each other in a loop; nothing was run."""
+
+    def __init__(self, message: str, cycle: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.cycle = cycle
+
+
+class WeaveStateError(WoveError, RuntimeError):
+    """A weave (or ``merge``) was used at a point of its lifecycle where it cannot be."""
+
+
+class TaskTimeout(WoveError, TimeoutError):
+    """A task (or one item of a mapped task) ran past its ``timeout``."""
+
+    def __init__(self, task: str, seconds: float, index: int | None = None) -> None:
+        where = f"task {task!r}" if index is None else f"item {index} of task {task!r}"
+        super().__init__(
+            f"{where} did not finish within its timeout of {seconds:g} s; "
+            f"raise `timeout=` on @w.do if the work is legitimately slower"
+        )
+        self.task = task
+        self.seconds = seconds
+        self.index = index
+
+
+class TaskCancelled(WoveError, RuntimeError):
+    """Reading the result of a task that was cancelled because another task failed."""
+
+    def __init__(self, task: str, cause: BaseException | None) -> None:
+        because = f" because {type(cause).__name__}: {cause}" if cause is not None else ""
+        super().__init__(f"task {task!r} was cancelled{because}; it has no result")
+        self.task = task
+        self.cause = cause

@@ -1,0 +1,318 @@
+"""Where a call runs: the only module that creates threads or drives event loops.
+
+* :func:`thread_pool` is one process-wide pool of daemon threads for sync work, created
+  lazily, grown on demand up to ``configure(max_threads=...)``, shrunk when idle, and
+  forgotten in a forked child (the parent's threads do not exist there).
+* :class:`Limiter` bounds how many jobs of one weave hold a pool thread (``max_workers``).
+* :func:`deadlines` is one process-wide timer thread for sync timeouts, rate-limited
+  starts and stuck-task reports: timing a thread needs no thread of its own.
+* :func:`loop_for_sync_caller` gives a sync ``with weave()`` an event loop for its async
+  tasks that the calling thread is not itself blocking.
+* :class:`CallerWaiter` is how a sync caller waits: it serves work sent back to its
+  thread until the weave is done (asgiref's ``CurrentThreadExecutor`` shape).
+
+A *job* is a callable taking no argument and returning nothing, written never to raise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import os
+import queue
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, Final
+
+Job = Callable[[], None]
+
+logger: Final = logging.getLogger("wove")
+
+_IDLE_SECONDS: Final = 60.0
+_local = threading.local()
+
+
+def _run_job(job: Job) -> None:
+    try:
+        job()
+    except BaseException:  # a job is written not to raise; never let one kill a worker
+        logger.exception("wove: internal error in a worker job")
+
+
+class ThreadPool:
+    """Daemon worker threads pulling jobs from one queue.
+
+    Daemon threads, because a sync task abandoned at its timeout must not keep the
+    interpreter from exiting.
+    """
+
+    def __init__(self, max_threads: int) -> None:
+        self._max = max_threads
+        self._queue: queue.SimpleQueue[Job] = queue.SimpleQueue()
+        self._idle = threading.Semaphore(0)  # one token per worker waiting for a job
+        self._lock = threading.Lock()
+        self._threads = 0
+        self._names = itertools.count(1)
+
+    @property
+    def max_threads(self) -> int:
+        return self._max
+
+    def submit(self, job: Job) -> None:
+        self._queue.put(job)
+        if self._idle.acquire(blocking=False):
+            return  # an idle worker will take it
+        with self._lock:
+            if self._threads >= self._max:
+                return  # queued: the next worker to finish takes it
+            self._threads += 1
+        thread = threading.Thread(
+            target=self._work, name=f"wove-{next(self._names)}", daemon=True
+        )
+        thread.start()
+
+    def _work(self) -> None:
+        _local.pool_worker = True
+        get, idle = self._queue.get, self._idle
+        while True:
+            try:
+                job = get(timeout=_IDLE_SECONDS)
+            except queue.Empty:
+                # Leave only if no submitter has counted on this idle worker.
+                if idle.acquire(blocking=False):
+                    with self._lock:
+                        self._threads -= 1
+                    return
+                continue
+            _run_job(job)
+            idle.release()
+
+    @contextmanager
+    def blocking(self) -> Iterator[None]:
+        """Lend one more thread while a pool thread waits on nested work (no deadlock
+        when every pool thread runs a task that itself runs a weave)."""
+        if not getattr(_local, "pool_worker", False):
+            yield
+            return
+        with self._lock:
+            self._max += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._max -= 1
+
+
+class Limiter:
+    """At most ``capacity`` jobs of one weave in the pool at once; the rest queue here."""
+
+    __slots__ = ("_capacity", "_lock", "_pending", "_running", "_submit")
+
+    def __init__(self, submit: Callable[[Job], None], capacity: int) -> None:
+        self._submit = submit
+        self._capacity = capacity
+        self._running = 0
+        self._pending: deque[Job] = deque()
+        self._lock = threading.Lock()
+
+    def submit(self, job: Job) -> None:
+        with self._lock:
+            if self._running >= self._capacity:
+                self._pending.append(job)
+                return
+            self._running += 1
+        self._submit(lambda: self._slot(job))
+
+    def _slot(self, job: Job | None) -> None:
+        # The freed slot goes straight to the next queued job, on this same thread.
+        while job is not None:
+            _run_job(job)
+            with self._lock:
+                if self._pending:
+                    job = self._pending.popleft()
+                else:
+                    self._running -= 1
+                    job = None
+
+
+class Deadline:
+    __slots__ = ("callback", "cancelled", "when")
+
+    def __init__(self, when: float, callback: Callable[[], None]) -> None:
+        self.when = when
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class DeadlineWatcher:
+    """One thread that calls callbacks at monotonic times (``time.monotonic``)."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Deadline]] = []
+        self._seq = itertools.count()
+        self._wake = threading.Condition(threading.Lock())
+        self._thread: threading.Thread | None = None
+
+    def arm(self, when: float, callback: Callable[[], None]) -> Deadline:
+        deadline = Deadline(when, callback)
+        with self._wake:
+            heapq.heappush(self._heap, (when, next(self._seq), deadline))
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._watch, name="wove-deadlines", daemon=True
+                )
+                self._thread.start()
+            elif self._heap[0][2] is deadline:
+                self._wake.notify()
+        return deadline
+
+    def _watch(self) -> None:
+        while True:
+            with self._wake:
+                while not self._heap or self._heap[0][0] > time.monotonic():
+                    timeout = self._heap[0][0] - time.monotonic() if self._heap else None
+                    self._wake.wait(timeout)
+                _, _, deadline = heapq.heappop(self._heap)
+            if not deadline.cancelled:
+                try:
+                    deadline.callback()
+                except BaseException:
+                    logger.exception("wove: internal error in a deadline callback")
+
+
+class LoopThread:
+    """An event loop running forever in a daemon thread, for sync callers' async tasks."""
+
+    def __init__(self, index: int) -> None:
+        self.loop = asyncio.new_event_loop()
+        started = threading.Event()
+        self.thread = threading.Thread(
+            target=self._run, args=(started,), name=f"wove-loop-{index}", daemon=True
+        )
+        self.thread.start()
+        started.wait()
+
+    def _run(self, started: threading.Event) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.call_soon(started.set)
+        self.loop.run_forever()
+
+
+class CallerWaiter:
+    """A sync caller blocks here until the run is over, serving work sent to its thread."""
+
+    __slots__ = ("_queue",)
+    _DONE: Final = object()
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    def done(self) -> None:
+        self._queue.put(self._DONE)
+
+    def call(self, job: Callable[[], None]) -> None:
+        """Run ``job`` on the waiting thread."""
+        self._queue.put(job)
+
+    def wait(self) -> None:
+        with thread_pool().blocking():
+            while (item := self._queue.get()) is not self._DONE:
+                item()
+
+
+def call_on_loop(
+    loop: asyncio.AbstractEventLoop, loop_thread: int, callback: Callable[[], None]
+) -> None:
+    """Run ``callback`` on ``loop``'s thread: now if already there, else soon."""
+    if threading.get_ident() == loop_thread:
+        callback()
+    else:
+        loop.call_soon_threadsafe(callback)
+
+
+def where_is(thread_id: int) -> str | None:
+    """'file:line in function' of what a thread runs now (for a timeout's note)."""
+    frame = sys._current_frames().get(thread_id)
+    if frame is None:
+        return None
+    return f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
+
+
+# --- process-wide singletons, created lazily and forgotten in a forked child -----------
+
+_lock = threading.Lock()
+_pool: ThreadPool | None = None
+_watcher: DeadlineWatcher | None = None
+_loops: list[LoopThread] = []
+_max_threads = 256
+
+
+def thread_pool() -> ThreadPool:
+    global _pool
+    if _pool is None:
+        with _lock:
+            if _pool is None:
+                _pool = ThreadPool(_max_threads)
+    return _pool
+
+
+def deadlines() -> DeadlineWatcher:
+    global _watcher
+    if _watcher is None:
+        with _lock:
+            if _watcher is None:
+                _watcher = DeadlineWatcher()
+    return _watcher
+
+
+def set_max_threads(count: int) -> None:
+    """Bound the shared pool; applies to the pool created next (and to the current one)."""
+    global _max_threads
+    with _lock:
+        _max_threads = count
+        if _pool is not None:
+            _pool._max = count  # noqa: SLF001 - same module
+
+
+def loop_for_sync_caller() -> LoopThread:
+    """A loop thread for a sync caller's async tasks that this thread does not block.
+
+    The caller blocks until its weave is done. If it is itself running on one of Wove's
+    loop threads (a sync weave inside an async task of a sync weave), the tasks go one
+    loop further, so no loop ever waits on itself.
+    """
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    index = 0
+    for position, loop_thread in enumerate(_loops):
+        if loop_thread.loop is running:
+            index = position + 1
+    if index >= len(_loops):
+        with _lock:
+            while index >= len(_loops):
+                _loops.append(LoopThread(len(_loops)))
+    return _loops[index]
+
+
+def _forget_in_child() -> None:
+    global _pool, _watcher, _lock
+    _lock = threading.Lock()
+    _pool = None
+    _watcher = None
+    _loops.clear()
+    _local.__dict__.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)

@@ -1,0 +1,93 @@
+"""Graph -> the execution plan: ``w.execution_plan`` and the ``debug=True`` report.
+
+Read-only views of a graph. Nothing here changes what runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from .graph import Graph
+
+logger = logging.getLogger("wove")
+
+
+def execution_plan(graph: Graph) -> dict[str, Any]:
+    """A fresh dict describing the graph (mutating it cannot affect the weave)."""
+    return {
+        "dependencies": {n: set(p.dependencies) for n, p in graph.tasks.items()},
+        "dependents": {n: set(p.dependents) for n, p in graph.tasks.items()},
+        "tiers": [list(tier) for tier in graph.tiers],
+        "sorted_tasks": list(graph.order),
+        "tasks": {
+            name: {
+                "kind": "async" if plan.spec.is_async else "sync",
+                "mapped_over": _source(graph, name),
+                "inputs": list(plan.inputs),
+                "retries": plan.spec.retries,
+                "timeout": plan.spec.timeout,
+                "workers": plan.spec.workers,
+                "limit_per_minute": plan.spec.limit_per_minute,
+            }
+            for name, plan in graph.tasks.items()
+        },
+    }
+
+
+def _source(graph: Graph, name: str) -> str | None:
+    source = graph.tasks[name].spec.map_source
+    return None if source is None else source.describe()
+
+
+def describe(graph: Graph, data: Mapping[str, Any], origin: str) -> str:
+    """The plan as text a person can read top to bottom."""
+    lines = [f"wove: execution plan for the weave at {origin}"]
+    if data:
+        lines.append(f"  keywords: {', '.join(data)}")
+    for level, tier in enumerate(graph.tiers):
+        lines.append(f"  tier {level}:")
+        for name in tier:
+            plan = graph.tasks[name]
+            spec = plan.spec
+            kind = "async" if spec.is_async else "sync"
+            source = spec.map_source
+            if source is not None:
+                count = _count(source.iterable if source.name is None else data.get(source.name))
+                kind += f", mapped over {source.describe()}" + (
+                    f" ({count} items)" if count is not None else ""
+                )
+            options = [
+                f"{key}={value}"
+                for key, value in (
+                    ("retries", spec.retries or None),
+                    ("timeout", spec.timeout),
+                    ("workers", spec.workers),
+                    ("limit_per_minute", spec.limit_per_minute),
+                )
+                if value is not None
+            ]
+            if options:
+                kind += ", " + ", ".join(options)
+            needs = ", ".join(sorted(plan.dependencies)) or "nothing"
+            feeds = ", ".join(plan.dependents) or "nothing"
+            lines.append(f"    {name} [{kind}] needs: {needs}; feeds: {feeds}")
+    lines.append(f"  order: {' -> '.join(graph.order) or 'no tasks'}")
+    return "\n".join(lines) + "\n"
+
+
+def _count(value: object) -> int | None:
+    try:
+        return len(value)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+def report(text: str) -> None:
+    """Through the `wove` logger when logging is set up for it, else to stderr."""
+    if logger.hasHandlers() and logger.isEnabledFor(logging.INFO):
+        logger.info("%s", text.rstrip("\n"))
+    else:
+        sys.stderr.write(text)

@@ -1,0 +1,264 @@
+"""``@w.do`` / ``Weave.do`` -> :class:`TaskSpec`: what one task is, frozen.
+
+A spec knows the task's name, the callable, whether it is async, the parameter names it
+wants injected, its map source and its options. It knows nothing about other tasks: the
+graph module resolves names.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from types import CodeType, FunctionType
+from typing import Any, Final
+
+from .errors import DefinitionError, InvalidOptionError
+
+
+class _Unset(Enum):
+    UNSET = "UNSET"
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+#: Sentinel for "option not given", distinct from an explicit ``None`` or ``0``, so an
+#: override inherits what it does not say and keeps what it says.
+UNSET: Final = _Unset.UNSET
+
+
+@dataclass(frozen=True, slots=True)
+class TaskOptions:
+    """The keyword options of ``@w.do``; fields left ``UNSET`` were not given."""
+
+    retries: int | _Unset = UNSET
+    timeout: float | None | _Unset = UNSET
+    workers: int | None | _Unset = UNSET
+    limit_per_minute: float | None | _Unset = UNSET
+
+    def inherit(self, base: TaskOptions) -> TaskOptions:
+        """These options, with every field not given here taken from ``base``."""
+        return TaskOptions(
+            retries=base.retries if self.retries is UNSET else self.retries,
+            timeout=base.timeout if self.timeout is UNSET else self.timeout,
+            workers=base.workers if self.workers is UNSET else self.workers,
+            limit_per_minute=(
+                base.limit_per_minute if self.limit_per_minute is UNSET else self.limit_per_minute
+            ),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class MapSource:
+    """Where a mapped task's items come from: a literal iterable or a named value."""
+
+    name: str | None = None
+    iterable: Iterable[Any] | None = field(default=None, compare=False)
+
+    def describe(self) -> str:
+        return repr(self.name) if self.name is not None else type(self.iterable).__name__
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    """The injectable shape of a callable, computed once per code object."""
+
+    params: tuple[str, ...]
+    with_default: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSpec:
+    name: str
+    function: Callable[..., Any]
+    is_async: bool
+    signature: Signature
+    map_source: MapSource | None
+    options: TaskOptions
+    takes_self: bool = False
+
+    @property
+    def params(self) -> tuple[str, ...]:
+        return self.signature.params
+
+    @property
+    def retries(self) -> int:
+        return 0 if self.options.retries is UNSET else self.options.retries
+
+    @property
+    def timeout(self) -> float | None:
+        return None if self.options.timeout is UNSET else self.options.timeout
+
+    @property
+    def workers(self) -> int | None:
+        return None if self.options.workers is UNSET else self.options.workers
+
+    @property
+    def limit_per_minute(self) -> float | None:
+        lpm = self.options.limit_per_minute
+        return None if lpm is UNSET else lpm
+
+    def overriding(self, replaced: TaskSpec) -> TaskSpec:
+        """This spec as a redefinition of ``replaced``: options not given are inherited.
+
+        The map source is part of the function's shape (its signature may change in an
+        override), so it is not inherited; nor are mapping-only options on a task that
+        is no longer mapped.
+        """
+        options = self.options.inherit(replaced.options)
+        if self.map_source is None:
+            options = replace(options, workers=UNSET, limit_per_minute=UNSET)
+        return replace(self, options=options)
+
+    def bound_to(self, instance: object) -> TaskSpec:
+        """A class task with ``self`` bound to ``instance``."""
+        if not self.takes_self:
+            return self
+        method = self.function.__get__(instance, type(instance))
+        return replace(self, function=method, takes_self=False)
+
+
+_CO_COROUTINE: Final = inspect.CO_COROUTINE
+_SIGNATURES: dict[tuple[CodeType, bool], Signature] = {}
+_SIGNATURE_CACHE_SIZE: Final = 4096
+
+
+def make_spec(
+    function: object,
+    map_source: object | None,
+    options: TaskOptions,
+    *,
+    takes_self: bool = False,
+) -> TaskSpec:
+    """Validate a decorated callable and its options, and freeze them into a spec."""
+    if inspect.iscoroutine(function):
+        raise DefinitionError(
+            f"@do was given a coroutine object ({function!r}), not a function; "
+            f"decorate the `async def` itself instead of calling it"
+        )
+    if not callable(function):
+        raise DefinitionError(
+            f"@do expects a function or callable object, got {type(function).__name__} "
+            f"{function!r}; decorate a `def` or `async def`"
+        )
+    _check_options(options, mapped=map_source is not None)
+    signature = _signature_of(function, takes_self)
+    return TaskSpec(
+        name=_name_of(function),
+        function=function,
+        is_async=_is_async(function),
+        signature=signature,
+        map_source=_map_source(map_source),
+        options=options,
+        takes_self=takes_self,
+    )
+
+
+def _map_source(source: object | None) -> MapSource | None:
+    if source is None:
+        return None
+    if isinstance(source, str):
+        return MapSource(name=source)
+    if isinstance(source, Iterable):
+        return MapSource(iterable=source)
+    raise DefinitionError(
+        f"@do's first argument must be an iterable to map over or the name of a task or "
+        f"keyword, got {type(source).__name__} {source!r}"
+    )
+
+
+def _check_options(options: TaskOptions, *, mapped: bool) -> None:
+    retries, timeout = options.retries, options.timeout
+    if retries is not UNSET and (type(retries) is not int or retries < 0):
+        raise InvalidOptionError(f"retries must be an int >= 0, got {retries!r}")
+    if timeout is not UNSET and timeout is not None:
+        if not isinstance(timeout, int | float) or not timeout > 0 or math.isnan(timeout):
+            raise InvalidOptionError(
+                f"timeout must be a number of seconds > 0 (or None for no timeout), "
+                f"got {timeout!r}"
+            )
+    for option in ("workers", "limit_per_minute"):
+        value = getattr(options, option)
+        if value is UNSET or value is None:
+            continue
+        if not mapped:
+            raise InvalidOptionError(
+                f"{option}={value!r} only applies to a mapped task; pass the iterable or the "
+                f"name to map over first, e.g. @w.do('items', {option}={value!r})"
+            )
+        if option == "workers" and (type(value) is not int or value < 1):
+            raise InvalidOptionError(f"workers must be an int >= 1, got {value!r}")
+        if not isinstance(value, int | float) or not value > 0:
+            raise InvalidOptionError(f"{option} must be a number > 0, got {value!r}")
+
+
+def _name_of(function: object) -> str:
+    name = getattr(function, "__name__", None)
+    if isinstance(name, str) and name.isidentifier():
+        return name
+    # A callable object without __name__ is named after its class, as a snake_case noun.
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", type(function).__name__).lower()
+
+
+def _is_async(function: object) -> bool:
+    if inspect.iscoroutinefunction(function):
+        return True
+    call = getattr(type(function), "__call__", None)  # noqa: B004
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
+def _signature_of(function: object, takes_self: bool) -> Signature:
+    # Functions defined inside a `with weave()` block are new objects on every run but
+    # share their code object, so the introspection is done once per code object.
+    if type(function) is FunctionType and "__signature__" not in function.__dict__:
+        code = function.__code__
+        key = (code, takes_self)
+        cached = _SIGNATURES.get(key)
+        if cached is None:
+            if len(_SIGNATURES) >= _SIGNATURE_CACHE_SIZE:
+                _SIGNATURES.clear()  # generated code (exec) must not grow this forever
+            # The count of defaults is fixed by the `def` statement, so it is per code too.
+            cached = _SIGNATURES[key] = _signature_from_code(function, code, takes_self)
+        return cached
+    return _signature_from_inspect(function, takes_self)
+
+
+def _signature_from_code(function: FunctionType, code: CodeType, takes_self: bool) -> Signature:
+    if code.co_posonlyargcount > int(takes_self):
+        return _signature_from_inspect(function, takes_self)
+    names = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
+    defaults = function.__defaults__ or ()
+    with_default = set(names[code.co_argcount - len(defaults) : code.co_argcount])
+    with_default.update(function.__kwdefaults__ or ())
+    params = names[1:] if takes_self else names
+    if takes_self and not names:
+        raise DefinitionError(f"Weave class task {function.__name__!r} must take `self` first")
+    return Signature(params=tuple(params), with_default=frozenset(with_default))
+
+
+def _signature_from_inspect(function: object, takes_self: bool) -> Signature:
+    try:
+        parameters = list(inspect.signature(function).parameters.values())  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise DefinitionError(f"cannot read the parameters of {function!r}: {exc}") from exc
+    if takes_self:
+        if not parameters:
+            raise DefinitionError(f"Weave class task {_name_of(function)!r} must take `self`")
+        parameters = parameters[1:]
+    params, with_default = [], set()
+    for parameter in parameters:
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            continue
+        if parameter.kind is parameter.POSITIONAL_ONLY:
+            raise DefinitionError(
+                f"task {_name_of(function)!r} has positional-only parameter "
+                f"{parameter.name!r}; Wove injects values by name, so remove the `/`"
+            )
+        params.append(parameter.name)
+        if parameter.default is not parameter.empty:
+            with_default.add(parameter.name)
+    return Signature(params=tuple(params), with_default=frozenset(with_default))

@@ -1,0 +1,65 @@
+"""Every task run -> :class:`TraceRecord`, sent to the collectors active in the context.
+
+Collectors are plain callables taking a record; they are looked up once per weave, so a
+weave with no collector pays nothing per task. Records are small frozen values that never
+hold a task's result. Collectors may be called from worker threads and must be cheap.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Literal
+
+Status = Literal["ok", "error", "timeout", "cancelled"]
+Collector = Callable[["TraceRecord"], None]
+
+_collectors: contextvars.ContextVar[tuple[Collector, ...]] = contextvars.ContextVar(
+    "wove_collectors", default=()
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TraceRecord:
+    """One attempt of one task (or one item of a mapped task)."""
+
+    weave: str  # "file:line" of the `with weave()` that ran it
+    weave_id: int  # distinguishes two runs of the same block
+    task: str
+    index: int | None  # item index of a mapped task
+    lane: Literal["thread", "loop"]  # a pool thread, or the event loop
+    thread: str  # name of the thread it ran on
+    start: float  # time.perf_counter() seconds
+    end: float
+    attempt: int  # 0 for the first try, 1 for the first retry...
+    status: Status
+    error: str | None  # "TypeName: message" when status is not "ok"
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+def active_collectors() -> tuple[Collector, ...]:
+    return _collectors.get()
+
+
+@contextmanager
+def collecting(collector: Collector) -> Iterator[None]:
+    """Send the records of every weave run in this context (and tasks it starts) to
+    ``collector`` as well, until the block ends. Framework middleware uses this."""
+    token = _collectors.set((*_collectors.get(), collector))
+    try:
+        yield
+    finally:
+        _collectors.reset(token)
+
+
+@contextmanager
+def collect() -> Iterator[list[TraceRecord]]:
+    """``with wove.collect() as records:`` gathers the records of the weaves run inside."""
+    records: list[TraceRecord] = []
+    with collecting(records.append):
+        yield records
