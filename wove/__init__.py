@@ -12,7 +12,9 @@
 
 from __future__ import annotations
 
+from .background import wait_for_background
 from .config import Settings, configure, settings
+from .detach import at_detached_child
 from .errors import (
     CircularDependencyError,
     DefinitionError,
@@ -51,6 +53,7 @@ __all__ = [
     "WoveError",
     "WoveResult",
     "__version__",
+    "at_detached_child",
     "batch",
     "collect",
     "collecting",
@@ -62,5 +65,6 @@ __all__ = [
     "redict",
     "settings",
     "undict",
+    "wait_for_background",
     "weave",
 ]

@@ -5,8 +5,9 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, replace
 
-from . import lanes
+from . import detach, lanes
 from .errors import InvalidOptionError
+from .task_spec import UNSET, _Unset
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,6 +16,8 @@ class Settings:
     max_threads: int = 256
     #: With ``debug=True``, tasks still running after this many seconds are reported.
     stuck_after: float = 5.0
+    #: File that detached children's stdout and stderr are appended to; None: /dev/null.
+    detached_output: str | None = None
 
 
 _settings = Settings()
@@ -25,13 +28,20 @@ def settings() -> Settings:
     return _settings
 
 
-def configure(*, max_threads: int | None = None, stuck_after: float | None = None) -> Settings:
+def configure(
+    *,
+    max_threads: int | None = None,
+    stuck_after: float | None = None,
+    detached_output: str | None | _Unset = UNSET,
+) -> Settings:
     """Change process-wide settings; arguments left ``None`` keep their value.
 
     ``max_threads`` bounds the shared thread pool that runs sync tasks (default 256, so
     a weave mapping 200 blocking calls runs them all at once; lower it to bound database
     connections). ``stuck_after`` is the delay after which ``debug=True`` weaves report
-    the tasks still running, by name.
+    the tasks still running, by name. ``detached_output`` is a file path that detached
+    children (``background=True, fork=True``) append their stdout and stderr to (default
+    ``None``: ``/dev/null``).
     """
     global _settings
     if max_threads is not None and (type(max_threads) is not int or max_threads < 1):
@@ -43,6 +53,10 @@ def configure(*, max_threads: int | None = None, stuck_after: float | None = Non
             _settings,
             max_threads=_settings.max_threads if max_threads is None else max_threads,
             stuck_after=_settings.stuck_after if stuck_after is None else float(stuck_after),
+            detached_output=(
+                _settings.detached_output if detached_output is UNSET else detached_output
+            ),
         )
         lanes.set_max_threads(_settings.max_threads)
+        detach.set_output(_settings.detached_output)
     return _settings

@@ -17,16 +17,18 @@ A *job* is a callable taking no argument and returning nothing, written never to
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import heapq
 import itertools
 import logging
 import os
 import queue
+import subprocess
 import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Any, Final
 
@@ -237,6 +239,16 @@ def call_on_loop(
         callback()
     else:
         loop.call_soon_threadsafe(callback)
+
+
+def reap(process: subprocess.Popen[bytes]) -> None:
+    """Wait for a detached subprocess in a daemon thread, so it never stays a zombie."""
+    threading.Thread(target=process.wait, name="wove-reaper", daemon=True).start()
+
+
+def run_coroutine(coroutine: Coroutine[Any, Any, Any]) -> concurrent.futures.Future[Any]:
+    """Run a coroutine on Wove's first loop thread from any thread that is not it."""
+    return asyncio.run_coroutine_threadsafe(coroutine, loop_for_sync_caller().loop)
 
 
 def where_is(thread_id: int) -> str | None:

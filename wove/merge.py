@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar, overload
 
 from .errors import DefinitionError, WeaveStateError
 from .scheduler import Run, current_run
+from .task_spec import is_async_callable
 
 T = TypeVar("T")
 
@@ -51,7 +51,7 @@ def merge(function: Callable[..., Any], items: Iterable[Any] | None = None, /) -
 
 
 async def _call(run: Run, function: Callable[..., Any], args: tuple[Any, ...]) -> Any:
-    if _is_async(function):
+    if is_async_callable(function):
         return await function(*args)
     return await _in_thread(run, function, args)
 
@@ -99,9 +99,3 @@ async def _call_each(run: Run, function: Callable[..., Any], items: list[Any]) -
         if not call.cancelled() and call.exception() is not None:
             raise call.exception()  # type: ignore[misc]
     return [call.result() for call in calls]
-
-
-def _is_async(function: Callable[..., Any]) -> bool:
-    return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(
-        getattr(type(function), "__call__", None)  # noqa: B004
-    )

@@ -150,7 +150,7 @@ def make_spec(
     return TaskSpec(
         name=_name_of(function),
         function=function,
-        is_async=_is_async(function),
+        is_async=is_async_callable(function),
         signature=signature,
         map_source=_map_source(map_source),
         options=options,
@@ -204,7 +204,7 @@ def _name_of(function: object) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", type(function).__name__).lower()
 
 
-def _is_async(function: object) -> bool:
+def is_async_callable(function: object) -> bool:
     if inspect.iscoroutinefunction(function):
         return True
     call = getattr(type(function), "__call__", None)  # noqa: B004

@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
-import threading
-from collections.abc import Callable
 from enum import Enum
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, Literal
 
-from . import lanes, plan
-from .config import settings
+from . import detach, execution
+from .background import Completion, OnDone
 from .decorator import Do
 from .errors import DefinitionError, InvalidOptionError, WeaveStateError
-from .graph import Graph, build_graph, check_data_names
+from .graph import Graph, check_data_names
 from .result import WoveResult
-from .scheduler import LoopBinding, Run
 from .task_spec import TaskSpec
 from .template import Weave
-from .tracing import active_collectors
 
-OnDone = Callable[[WoveResult], Any]
+ForkMode = bool | Literal["fork", "spawn"]
 
 
 class _State(Enum):
@@ -32,10 +27,10 @@ class _State(Enum):
 
 
 class WeaveBlock:
-    """What ``with weave() as w`` binds: ``w.do``, then ``w.result``.
+    """What ``with weave() as w`` binds: ``w.do`` inside the block, ``w.result`` after.
 
-    Tasks registered with ``w.do`` inside the block run when the block ends, before
-    the statement after it.
+    Tasks registered with ``w.do`` run when the block ends, before the statement after
+    it (or in the background, with ``background=True``).
     """
 
     def __init__(
@@ -44,31 +39,29 @@ class WeaveBlock:
         *,
         debug: bool,
         max_workers: int | None,
+        background: bool,
+        fork: ForkMode,
+        on_done: OnDone | None,
         data: dict[str, Any],
         origin: str,
     ) -> None:
-        if parent_weave is not None and not (
-            isinstance(parent_weave, type) and issubclass(parent_weave, Weave)
-        ):
-            raise DefinitionError(
-                f"weave()'s first argument must be a Weave subclass (the template to load), "
-                f"got {parent_weave!r}; pass keywords by name, e.g. weave(user_id=7)"
-            )
-        if max_workers is not None and (type(max_workers) is not int or max_workers < 1):
-            raise InvalidOptionError(
-                f"max_workers must be an int >= 1 (or None for the shared pool's limit), "
-                f"got {max_workers!r}"
-            )
+        _check_arguments(parent_weave, max_workers, background, fork, on_done)
         check_data_names(data)
         self._parent = parent_weave
         self._debug = debug
         self._max_workers = max_workers
+        self._background = background
+        self._fork = fork
+        self._on_done = on_done
         self._data = data
         self._origin = origin
         self._specs: dict[str, TaskSpec] = {}
         self._state = _State.NEW
         self._graph: Graph | None = None
         self._result: WoveResult | None = None
+        self._completion: Completion | None = None
+        #: The pid of the detached child process, for ``background=True, fork=...``.
+        self.pid: int | None = None
         #: Register a task: ``@w.do``, ``@w.do(**options)``, ``@w.do(items, **options)``.
         self.do: Final = Do(self._register, takes_self=False)
 
@@ -76,18 +69,14 @@ class WeaveBlock:
 
     def _register(self, spec: TaskSpec, function: Any) -> Any:
         if self._state is not _State.OPEN:
+            when = "before its block was entered" if self._state is _State.NEW else "after its block ended"
             raise WeaveStateError(
-                f"@w.do({spec.name}) was used {self._where()}; register tasks inside the "
-                f"`with weave() as w:` block, before it ends"
+                f"@w.do was used on {spec.name!r} {when}; register tasks inside the "
+                f"`with weave() as w:` block"
             )
         replaced = self._specs.get(spec.name)
         self._specs[spec.name] = spec.overriding(replaced) if replaced else spec
         return function
-
-    def _where(self) -> str:
-        if self._state is _State.NEW:
-            return "before the weave's block was entered"
-        return "after the weave's block had ended"
 
     def _enter(self) -> WeaveBlock:
         if self._state is not _State.NEW:
@@ -100,40 +89,35 @@ class WeaveBlock:
             self._specs = self._parent.wove_bound_tasks()
         return self
 
-    def _plan(self) -> Graph:
+    def _recipe(self) -> execution.Recipe:
         self._state = _State.RUNNING
+        return execution.Recipe(
+            specs=self._specs,
+            data=self._data,
+            debug=self._debug,
+            max_workers=self._max_workers,
+            origin=self._origin,
+        )
+
+    def _plan(self, recipe: execution.Recipe) -> Graph:
         try:
-            graph = build_graph(self._specs, self._data)
+            self._graph = execution.plan_graph(recipe)
         except BaseException:
             self._state = _State.DONE
             raise
-        self._graph = graph
-        if self._debug:
-            plan.report(plan.describe(graph, self._data, self._origin))
-        return graph
+        return self._graph
 
-    def _new_run(self, graph: Graph, loop: LoopBinding | None, on_finish: Callable[[], None]) -> Run:
-        pool = lanes.thread_pool()
-        submit = pool.submit
-        if self._max_workers is not None:
-            submit = lanes.Limiter(pool.submit, self._max_workers).submit
-        return Run(
-            graph,
-            self._data,
-            submit=submit,
-            loop=loop,
-            on_finish=on_finish,
-            origin=self._origin,
-            stuck_after=settings().stuck_after if self._debug else None,
-        )
-
-    def _conclude(self, run: Run) -> None:
-        self._result = run.result()
+    def _conclude(self, result: WoveResult) -> None:
+        self._result = result
         self._state = _State.DONE
-        error = self._result.exception
-        if error is not None:
-            _annotate(error, run, self._origin)
-            raise error
+
+    def _raise_failure(self) -> None:
+        assert self._result is not None
+        if self._result.exception is not None:
+            raise self._result.exception
+
+    def _body_failed(self) -> None:
+        self._state = _State.DONE  # the block's own exception propagates; nothing runs
 
     # --- sync ------------------------------------------------------------------------
 
@@ -146,25 +130,18 @@ class WeaveBlock:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc_type is not None:  # the block's own body failed: nothing runs
-            self._state = _State.DONE
-            return
-        graph = self._plan()
-        loop = None
-        if graph.has_async:
-            loop_thread = lanes.loop_for_sync_caller()
-            assert loop_thread.thread.ident is not None
-            loop = LoopBinding(loop_thread.loop, loop_thread.thread.ident)
-        waiter = lanes.CallerWaiter()
-        run = self._new_run(graph, loop, waiter.done)
-        run.start(active_collectors())
+        if exc_type is not None:
+            return self._body_failed()
+        if self._background:
+            return self._detach()
+        recipe = self._recipe()
+        graph = self._plan(recipe)
         try:
-            waiter.wait()
-        except BaseException as interrupted:  # Ctrl-C while waiting: stop, don't wait more
-            run.cancel(interrupted)
+            run = execution.run_blocking(recipe, graph)
+        finally:
             self._state = _State.DONE
-            raise
-        self._conclude(run)
+        self._conclude(execution.result_of(run))
+        self._raise_failure()
 
     # --- async -----------------------------------------------------------------------
 
@@ -178,38 +155,69 @@ class WeaveBlock:
         tb: TracebackType | None,
     ) -> None:
         if exc_type is not None:
-            self._state = _State.DONE
-            return
-        graph = self._plan()
-        loop = asyncio.get_running_loop()
-        binding = LoopBinding(loop, threading.get_ident())
-        finished = loop.create_future()
-
-        def on_finish() -> None:
-            binding.call(lambda: finished.done() or finished.set_result(None))
-
-        run = self._new_run(graph, binding, on_finish)
-        run.start(active_collectors())
+            return self._body_failed()
+        if self._background:
+            return self._detach()
+        recipe = self._recipe()
+        graph = self._plan(recipe)
         try:
-            await asyncio.shield(finished)
-        except asyncio.CancelledError as cancelled:
-            # Structured: cancel the tasks and wait until nothing of the weave runs.
-            run.cancel(cancelled)
-            while not finished.done():
-                try:
-                    await asyncio.shield(finished)
-                except asyncio.CancelledError:
-                    continue
+            run = await execution.run_awaiting(recipe, graph)
+        finally:
             self._state = _State.DONE
-            raise
-        self._conclude(run)
+        self._conclude(execution.result_of(run))
+        self._raise_failure()
+
+    # --- background ------------------------------------------------------------------
+
+    def _detach(self) -> None:
+        recipe = self._recipe()
+        if not self._fork:
+            self._completion = execution.start_background(recipe, self._on_done, self._conclude)
+            return
+        mode = self._fork
+        if mode is True:
+            mode = "fork" if detach.fork_available() else "spawn"
+        if mode == "fork":
+            on_done = self._on_done
+            self.pid = detach.fork_detached(lambda: execution.run_detached(recipe, on_done))
+        else:
+            self.pid = detach.spawn_detached(detach.dumps((recipe, self._on_done)))
+        self._state = _State.DONE
+
+    @property
+    def done(self) -> bool:
+        """Whether the weave (and a background weave's ``on_done``) has finished."""
+        if self._completion is not None:
+            return self._completion.is_set
+        return self._result is not None
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for a background weave and its ``on_done``; False if still running after
+        ``timeout`` seconds. Returns at once for a weave that already ran."""
+        if self._completion is None:
+            if self.pid is not None:
+                raise WeaveStateError(
+                    f"this weave runs in a detached process (pid {self.pid}); its result stays "
+                    "there: use on_done= to act on it in the child"
+                )
+            return self._result is not None
+        return self._completion.wait(timeout)
 
     # --- after the block -------------------------------------------------------------
 
     @property
     def result(self) -> WoveResult:
-        """The results, once the block has ended (§4 of the docs)."""
+        """The results, once the block has ended (see the docs: results and errors)."""
         if self._result is None:
+            if self.pid is not None:
+                raise WeaveStateError(
+                    f"this weave ran in a detached process (pid {self.pid}); its result is "
+                    f"passed to on_done there, not to this process"
+                )
+            if self._completion is not None:
+                raise WeaveStateError(
+                    "this background weave has not finished; use w.wait(timeout) or on_done="
+                )
             raise WeaveStateError(
                 "w.result is available after the weave's block has ended and its tasks ran"
             )
@@ -219,19 +227,49 @@ class WeaveBlock:
     def execution_plan(self) -> dict[str, Any]:
         """Dependencies, dependents, tiers and a topological order of the tasks."""
         if self._graph is None:
-            raise WeaveStateError("w.execution_plan is available once the weave's block has ended")
-        return plan.execution_plan(self._graph)
+            raise WeaveStateError(
+                "w.execution_plan is available once the weave's block has ended (and, for a "
+                "background weave, once it was planned)"
+            )
+        return execution.plan.execution_plan(self._graph)
 
 
-def _annotate(error: BaseException, run: Run, origin: str) -> None:
-    if run.failed_at is None:
-        return
-    task, index = run.failed_at
-    item = f" (item {index})" if index is not None else ""
-    note = f"wove: raised by task {task!r}{item} in the weave at {origin}"
-    if note not in getattr(error, "__notes__", ()):
-        error.add_note(note)
-
+def _check_arguments(
+    parent_weave: object,
+    max_workers: object,
+    background: bool,
+    fork: ForkMode,
+    on_done: object,
+) -> None:
+    if parent_weave is not None and not (
+        isinstance(parent_weave, type) and issubclass(parent_weave, Weave)
+    ):
+        raise DefinitionError(
+            f"weave()'s first argument must be a Weave subclass (the template to load), "
+            f"got {parent_weave!r}; pass keywords by name, e.g. weave(user_id=7)"
+        )
+    if max_workers is not None and (type(max_workers) is not int or max_workers < 1):
+        raise InvalidOptionError(
+            f"max_workers must be an int >= 1 (or None for the shared pool's limit), "
+            f"got {max_workers!r}"
+        )
+    if fork not in (False, True, "fork", "spawn"):
+        raise InvalidOptionError(f"fork must be True, False, 'fork' or 'spawn', got {fork!r}")
+    if fork and not background:
+        raise InvalidOptionError(
+            "fork= detaches a background weave into its own process; pass background=True too"
+        )
+    if fork == "fork" and not detach.fork_available():
+        raise InvalidOptionError(
+            "fork='fork' needs os.fork, which this platform lacks; use fork=True or 'spawn'"
+        )
+    if on_done is not None and not background:
+        raise InvalidOptionError(
+            "on_done= is called when a background weave finishes; pass background=True, or "
+            "use w.result after the block of a foreground weave"
+        )
+    if on_done is not None and not callable(on_done):
+        raise DefinitionError(f"on_done must be callable, got {type(on_done).__name__}")
 
 
 def weave(
@@ -240,6 +278,9 @@ def weave(
     *,
     debug: bool = False,
     max_workers: int | None = None,
+    background: bool = False,
+    fork: ForkMode = False,
+    on_done: OnDone | None = None,
     **data: Any,
 ) -> WeaveBlock:
     """Collect tasks in a ``with`` / ``async with`` block and run them when it ends.
@@ -250,7 +291,18 @@ def weave(
     ``max_workers``: the most sync tasks of this weave running in threads at once.
     ``debug``: write the execution plan to stderr (or the ``wove`` logger) before running,
     and report tasks still running after ``configure(stuck_after=...)`` seconds.
+    ``background``: return from the block at once; the weave runs in the background and
+    ``on_done(result)`` is called when it finishes. ``fork=True`` runs it in a detached
+    child process instead (``"fork"`` or ``"spawn"`` to choose how).
     """
     frame = sys._getframe(1)
-    origin = f"{frame.f_code.co_filename}:{frame.f_lineno}"
-    return WeaveBlock(parent_weave, debug=debug, max_workers=max_workers, data=data, origin=origin)
+    return WeaveBlock(
+        parent_weave,
+        debug=debug,
+        max_workers=max_workers,
+        background=background,
+        fork=fork,
+        on_done=on_done,
+        data=data,
+        origin=f"{frame.f_code.co_filename}:{frame.f_lineno}",
+    )

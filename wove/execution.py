@@ -1,0 +1,166 @@
+"""A :class:`Recipe` (what a weave block collected) -> a finished :class:`Run`.
+
+The four ways a weave runs share this module: in the caller's thread (``with``), on the
+caller's loop (``async with``), in the background of this process, and in a detached
+child process (forked, or spawned with the recipe pickled).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from . import background, lanes, plan
+from .config import settings
+from .graph import Graph, build_graph
+from .result import WoveResult
+from .scheduler import LoopBinding, Run
+from .task_spec import TaskSpec
+from .tracing import active_collectors
+
+
+@dataclass(frozen=True, slots=True)
+class Recipe:
+    """Everything needed to run one weave; picklable (for a spawned child)."""
+
+    specs: Mapping[str, TaskSpec]
+    data: Mapping[str, Any]
+    debug: bool
+    max_workers: int | None
+    origin: str
+
+
+def plan_graph(recipe: Recipe) -> Graph:
+    graph = build_graph(recipe.specs, recipe.data)
+    if recipe.debug:
+        plan.report(plan.describe(graph, recipe.data, recipe.origin))
+    return graph
+
+
+def new_run(
+    recipe: Recipe, graph: Graph, loop: LoopBinding | None, on_finish: Callable[[], None]
+) -> Run:
+    submit = lanes.thread_pool().submit
+    if recipe.max_workers is not None:
+        submit = lanes.Limiter(submit, recipe.max_workers).submit
+    return Run(
+        graph,
+        recipe.data,
+        submit=submit,
+        loop=loop,
+        on_finish=on_finish,
+        origin=recipe.origin,
+        stuck_after=settings().stuck_after if recipe.debug else None,
+    )
+
+
+def _side_loop(graph: Graph) -> LoopBinding | None:
+    """A loop for the async tasks of a weave whose caller does not run one for it."""
+    if not graph.has_async:
+        return None
+    loop_thread = lanes.loop_for_sync_caller()
+    assert loop_thread.thread.ident is not None
+    return LoopBinding(loop_thread.loop, loop_thread.thread.ident)
+
+
+def run_blocking(recipe: Recipe, graph: Graph) -> Run:
+    """Run in the calling thread's stead: it waits (serving work sent back) until done."""
+    waiter = lanes.CallerWaiter()
+    run = new_run(recipe, graph, _side_loop(graph), waiter.done)
+    run.start(active_collectors())
+    try:
+        waiter.wait()
+    except BaseException as interrupted:  # Ctrl-C while waiting: stop, and don't wait more
+        run.cancel(interrupted)
+        raise
+    return run
+
+
+async def run_awaiting(recipe: Recipe, graph: Graph) -> Run:
+    """Run on the caller's event loop; cancelling the caller cancels the weave."""
+    loop = asyncio.get_running_loop()
+    binding = LoopBinding(loop, threading.get_ident())
+    finished = loop.create_future()
+
+    def on_finish() -> None:
+        binding.call(lambda: finished.done() or finished.set_result(None))
+
+    run = new_run(recipe, graph, binding, on_finish)
+    run.start(active_collectors())
+    try:
+        await asyncio.shield(finished)
+    except asyncio.CancelledError as cancelled:
+        # Structured: cancel the tasks, and return only once nothing of the weave runs.
+        run.cancel(cancelled)
+        while not finished.done():
+            try:
+                await asyncio.shield(finished)
+            except asyncio.CancelledError:
+                continue
+        raise
+    return run
+
+
+def start_background(
+    recipe: Recipe,
+    on_done: background.OnDone | None,
+    conclude: Callable[[WoveResult], None],
+) -> background.Completion:
+    """Start the weave and return at once; ``conclude`` then ``on_done`` get the result."""
+    completion = background.Completion(recipe.origin)
+
+    def finish(result: WoveResult) -> None:
+        conclude(result)
+        background.deliver(result, on_done, completion)
+
+    try:
+        graph = plan_graph(recipe)
+    except Exception as error:  # a planning error reaches on_done, it is not lost
+        finish(failed_result(recipe, error))
+        return completion
+    runs: list[Run] = []
+
+    def on_finish() -> None:
+        finish(result_of(runs[0]))
+
+    runs.append(new_run(recipe, graph, _side_loop(graph), on_finish))
+    runs[0].start(active_collectors())
+    return completion
+
+
+def run_detached(recipe: Recipe, on_done: background.OnDone | None) -> int:
+    """The body of a detached child: run, log a failure, call ``on_done``; exit status."""
+    try:
+        result = result_of(run_blocking(recipe, plan_graph(recipe)))
+    except Exception as error:
+        result = failed_result(recipe, error)
+    background.log_failure(result, recipe.origin)
+    ok = on_done is None or background.call_on_done(on_done, result, recipe.origin)
+    return 0 if ok and result.exception is None else 1
+
+
+def result_of(run: Run) -> WoveResult:
+    """The run's result, its first exception annotated with where it happened."""
+    result = run.result()
+    error = result.exception
+    if error is not None and run.failed_at is not None:
+        task, index = run.failed_at
+        item = f" (item {index})" if index is not None else ""
+        note = f"wove: raised by task {task!r}{item} in the weave at {run.origin}"
+        if note not in getattr(error, "__notes__", ()):
+            error.add_note(note)
+    return result
+
+
+def failed_result(recipe: Recipe, error: BaseException) -> WoveResult:
+    """The result of a weave that failed before any task ran."""
+    return WoveResult(
+        order=tuple(recipe.specs),
+        values=dict(recipe.data),
+        errors={},
+        timings={},
+        exception=error,
+    )

@@ -1,0 +1,30 @@
+"""Entry point of a spawned detached child: ``python -m wove.spawn_child``.
+
+Reads a cloudpickled ``(Recipe, on_done)`` from standard input, runs the weave, calls
+``on_done`` and exits with ``os._exit`` (0 on success, 1 on failure).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def main() -> None:
+    payload = sys.stdin.buffer.read()
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    import cloudpickle
+
+    from .execution import run_detached
+
+    recipe, on_done = cloudpickle.loads(payload)
+    status = run_detached(recipe, on_done)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
+if __name__ == "__main__":
+    main()
