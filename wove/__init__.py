@@ -1,13 +1,13 @@
 """Wove: run the slow parts of one function concurrently, declared inline.
 
-    with weave() as w:
-        @w.do
-        def author(): ...
-        @w.do
-        def books(): ...
-        @w.do
-        def context(author, books): ...
-    w.result.final
+with weave() as w:
+    @w.do
+    def author(): ...
+    @w.do
+    def books(): ...
+    @w.do
+    def context(author, books): ...
+w.result.final
 """
 
 from __future__ import annotations

@@ -97,7 +97,9 @@ def deliver(result: WoveResult, on_done: OnDone | None, completion: Completion) 
         try:
             on_done(result)
         except BaseException:
-            logger.exception("wove: on_done of the background weave at %s failed", completion.origin)
+            logger.exception(
+                "wove: on_done of the background weave at %s failed", completion.origin
+            )
         finally:
             completion.set()
 

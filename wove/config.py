@@ -32,7 +32,7 @@ def configure(
     *,
     max_threads: int | None = None,
     stuck_after: float | None = None,
-    detached_output: str | None | _Unset = UNSET,
+    detached_output: str | _Unset | None = UNSET,
 ) -> Settings:
     """Change process-wide settings; arguments left ``None`` keep their value.
 
@@ -47,7 +47,9 @@ def configure(
     if max_threads is not None and (type(max_threads) is not int or max_threads < 1):
         raise InvalidOptionError(f"max_threads must be an int >= 1, got {max_threads!r}")
     if stuck_after is not None and (not isinstance(stuck_after, int | float) or stuck_after <= 0):
-        raise InvalidOptionError(f"stuck_after must be a number of seconds > 0, got {stuck_after!r}")
+        raise InvalidOptionError(
+            f"stuck_after must be a number of seconds > 0, got {stuck_after!r}"
+        )
     with _lock:
         _settings = replace(
             _settings,

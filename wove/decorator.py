@@ -33,9 +33,9 @@ class Do:
         /,
         *,
         retries: int | _Unset = UNSET,
-        timeout: float | None | _Unset = UNSET,
-        workers: int | None | _Unset = UNSET,
-        limit_per_minute: float | None | _Unset = UNSET,
+        timeout: float | _Unset | None = UNSET,
+        workers: int | _Unset | None = UNSET,
+        limit_per_minute: float | _Unset | None = UNSET,
     ) -> Callable[[F], F]: ...
 
     def __call__(
@@ -44,9 +44,9 @@ class Do:
         /,
         *,
         retries: int | _Unset = UNSET,
-        timeout: float | None | _Unset = UNSET,
-        workers: int | None | _Unset = UNSET,
-        limit_per_minute: float | None | _Unset = UNSET,
+        timeout: float | _Unset | None = UNSET,
+        workers: int | _Unset | None = UNSET,
+        limit_per_minute: float | _Unset | None = UNSET,
     ) -> Any:
         options = TaskOptions(
             retries=retries, timeout=timeout, workers=workers, limit_per_minute=limit_per_minute

@@ -183,8 +183,10 @@ def dumps(payload: Any) -> bytes:
 def spawn_detached(payload: bytes) -> int:
     """Start ``python -m wove.spawn_child`` in a new session, feed it the payload, and
     return its pid. A reaper thread waits for it, so it never stays a zombie."""
-    output = subprocess.DEVNULL if _output is None else os.open(
-        _output, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644
+    output = (
+        subprocess.DEVNULL
+        if _output is None
+        else os.open(_output, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     )
     try:
         process = subprocess.Popen(

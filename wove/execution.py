@@ -85,8 +85,12 @@ async def run_awaiting(recipe: Recipe, graph: Graph) -> Run:
     binding = LoopBinding(loop, threading.get_ident())
     finished = loop.create_future()
 
+    def set_finished() -> None:
+        if not finished.done():
+            finished.set_result(None)
+
     def on_finish() -> None:
-        binding.call(lambda: finished.done() or finished.set_result(None))
+        binding.call(set_finished)
 
     run = new_run(recipe, graph, binding, on_finish)
     run.start(active_collectors())

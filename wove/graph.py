@@ -53,7 +53,7 @@ class Graph:
     @property
     def final(self) -> str | None:
         """The task whose value is ``result.final``: the last one defined."""
-        return next(reversed(self.tasks), None)
+        return next(reversed(tuple(self.tasks)), None)
 
     @property
     def has_async(self) -> bool:

@@ -74,9 +74,7 @@ class ThreadPool:
             if self._threads >= self._max:
                 return  # queued: the next worker to finish takes it
             self._threads += 1
-        thread = threading.Thread(
-            target=self._work, name=f"wove-{next(self._names)}", daemon=True
-        )
+        thread = threading.Thread(target=self._work, name=f"wove-{next(self._names)}", daemon=True)
         thread.start()
 
     def _work(self) -> None:
@@ -292,7 +290,7 @@ def set_max_threads(count: int) -> None:
     with _lock:
         _max_threads = count
         if _pool is not None:
-            _pool._max = count  # noqa: SLF001 - same module
+            _pool._max = count
 
 
 def loop_for_sync_caller() -> LoopThread:

@@ -56,7 +56,9 @@ async def _call(run: Run, function: Callable[..., Any], args: tuple[Any, ...]) -
     return await _in_thread(run, function, args)
 
 
-def _in_thread(run: Run, function: Callable[..., Any], args: tuple[Any, ...]) -> asyncio.Future[Any]:
+def _in_thread(
+    run: Run, function: Callable[..., Any], args: tuple[Any, ...]
+) -> asyncio.Future[Any]:
     loop = asyncio.get_running_loop()
     future: asyncio.Future[Any] = loop.create_future()
     context = contextvars.copy_context()

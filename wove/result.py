@@ -76,17 +76,17 @@ class WoveResult:
         return len(self._order)
 
     def __repr__(self) -> str:
-        states = ", ".join(
-            f"{name}={'ok' if name in self._values else 'failed' if name in self._errors else 'cancelled'}"
-            for name in self._order
-        )
+        states = ", ".join(f"{name}={self._state(name)}" for name in self._order)
         return f"<WoveResult {states}>"
+
+    def _state(self, name: str) -> str:
+        if name in self._values:
+            return "ok"
+        return "failed" if name in self._errors else "cancelled"
 
     def _names(self) -> str:
         return ", ".join(dict.fromkeys([*self._order, *self._values])) or "none"
 
 
 #: Names a task or keyword may not take, because ``w.result.<name>`` means something else.
-RESERVED_NAMES = frozenset(
-    name for name in dir(WoveResult) if not name.startswith("_")
-)
+RESERVED_NAMES = frozenset(name for name in dir(WoveResult) if not name.startswith("_"))

@@ -313,9 +313,7 @@ class Run:
         self._trace(task, index, "thread", began, attempt, error)
         return self._unit_done(task, index, value, error, start)
 
-    def _arm_sync_timeout(
-        self, task: _TaskRun, index: int | None, timeout: float
-    ) -> _SyncAttempt:
+    def _arm_sync_timeout(self, task: _TaskRun, index: int | None, timeout: float) -> _SyncAttempt:
         guard = _SyncAttempt()
 
         def expire() -> None:

@@ -8,7 +8,6 @@ graph module resolves names.
 from __future__ import annotations
 
 import inspect
-import math
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -36,9 +35,9 @@ class TaskOptions:
     """The keyword options of ``@w.do``; fields left ``UNSET`` were not given."""
 
     retries: int | _Unset = UNSET
-    timeout: float | None | _Unset = UNSET
-    workers: int | None | _Unset = UNSET
-    limit_per_minute: float | None | _Unset = UNSET
+    timeout: float | _Unset | None = UNSET
+    workers: int | _Unset | None = UNSET
+    limit_per_minute: float | _Unset | None = UNSET
 
     def inherit(self, base: TaskOptions) -> TaskOptions:
         """These options, with every field not given here taken from ``base``."""
@@ -175,12 +174,10 @@ def _check_options(options: TaskOptions, *, mapped: bool) -> None:
     retries, timeout = options.retries, options.timeout
     if retries is not UNSET and (type(retries) is not int or retries < 0):
         raise InvalidOptionError(f"retries must be an int >= 0, got {retries!r}")
-    if timeout is not UNSET and timeout is not None:
-        if not isinstance(timeout, int | float) or not timeout > 0 or math.isnan(timeout):
-            raise InvalidOptionError(
-                f"timeout must be a number of seconds > 0 (or None for no timeout), "
-                f"got {timeout!r}"
-            )
+    if timeout is not UNSET and timeout is not None and not _positive_number(timeout):
+        raise InvalidOptionError(
+            f"timeout must be a number of seconds > 0 (or None for no timeout), got {timeout!r}"
+        )
     for option in ("workers", "limit_per_minute"):
         value = getattr(options, option)
         if value is UNSET or value is None:
@@ -192,8 +189,13 @@ def _check_options(options: TaskOptions, *, mapped: bool) -> None:
             )
         if option == "workers" and (type(value) is not int or value < 1):
             raise InvalidOptionError(f"workers must be an int >= 1, got {value!r}")
-        if not isinstance(value, int | float) or not value > 0:
+        if not _positive_number(value):
             raise InvalidOptionError(f"{option} must be a number > 0, got {value!r}")
+
+
+def _positive_number(value: object) -> bool:
+    # `not value > 0` also refuses NaN; a bool is not a duration or a rate.
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
 
 
 def _name_of(function: object) -> str:

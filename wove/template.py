@@ -40,15 +40,16 @@ class Weave:
                 for name, spec in base.wove_tasks.items():
                     tasks[name] = spec.overriding(tasks[name]) if name in tasks else spec
         for attribute, value in vars(cls).items():
-            spec = getattr(value, _SPEC_ATTRIBUTE, None)
-            if not isinstance(spec, TaskSpec):
+            marked = getattr(value, _SPEC_ATTRIBUTE, None)
+            if not isinstance(marked, TaskSpec):
                 continue
-            if spec.name != attribute:
+            if marked.name != attribute:
                 raise DefinitionError(
-                    f"{cls.__name__}.{attribute} is task {spec.name!r}; a Weave task's "
+                    f"{cls.__name__}.{attribute} is task {marked.name!r}; a Weave task's "
                     f"function must be defined under its own name"
                 )
-            tasks[attribute] = spec.overriding(tasks[attribute]) if attribute in tasks else spec
+            replaced = tasks.get(attribute)
+            tasks[attribute] = marked.overriding(replaced) if replaced else marked
         cls.wove_tasks = MappingProxyType(tasks)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -7,7 +7,7 @@ from enum import Enum
 from types import TracebackType
 from typing import Any, Final, Literal
 
-from . import detach, execution
+from . import detach, execution, plan
 from .background import Completion, OnDone
 from .decorator import Do
 from .errors import DefinitionError, InvalidOptionError, WeaveStateError
@@ -69,7 +69,11 @@ class WeaveBlock:
 
     def _register(self, spec: TaskSpec, function: Any) -> Any:
         if self._state is not _State.OPEN:
-            when = "before its block was entered" if self._state is _State.NEW else "after its block ended"
+            when = (
+                "before its block was entered"
+                if self._state is _State.NEW
+                else "after its block ended"
+            )
             raise WeaveStateError(
                 f"@w.do was used on {spec.name!r} {when}; register tasks inside the "
                 f"`with weave() as w:` block"
@@ -131,9 +135,13 @@ class WeaveBlock:
         tb: TracebackType | None,
     ) -> None:
         if exc_type is not None:
-            return self._body_failed()
-        if self._background:
-            return self._detach()
+            self._body_failed()
+        elif self._background:
+            self._detach()
+        else:
+            self._run_here()
+
+    def _run_here(self) -> None:
         recipe = self._recipe()
         graph = self._plan(recipe)
         try:
@@ -155,9 +163,11 @@ class WeaveBlock:
         tb: TracebackType | None,
     ) -> None:
         if exc_type is not None:
-            return self._body_failed()
+            self._body_failed()
+            return
         if self._background:
-            return self._detach()
+            self._detach()
+            return
         recipe = self._recipe()
         graph = self._plan(recipe)
         try:
@@ -231,7 +241,7 @@ class WeaveBlock:
                 "w.execution_plan is available once the weave's block has ended (and, for a "
                 "background weave, once it was planned)"
             )
-        return execution.plan.execution_plan(self._graph)
+        return plan.execution_plan(self._graph)
 
 
 def _check_arguments(
