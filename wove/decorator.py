@@ -9,7 +9,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, overload
 
-from .task_spec import UNSET, TaskOptions, TaskSpec, _Unset, make_spec
+from .task_spec import (
+    NO_OPTIONS,
+    UNSET,
+    TaskOptions,
+    TaskSpec,
+    _Unset,
+    check_options,
+    make_spec,
+    map_source_of,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -48,23 +57,40 @@ class Do:
         workers: int | _Unset | None = UNSET,
         limit_per_minute: float | _Unset | None = UNSET,
     ) -> Any:
-        options = TaskOptions(
-            retries=retries, timeout=timeout, workers=workers, limit_per_minute=limit_per_minute
-        )
-        if callable(source) and not isinstance(source, str):
-            return self._decorate(source, None, options)  # bare @do (options are all UNSET)
-        # Checked here, at decoration, so a mistake points at the decorator line.
-        make_spec(_probe, source, options)
+        if callable(source) and not isinstance(source, str):  # bare @do: no options given
+            return self._register(
+                make_spec(source, None, NO_OPTIONS, takes_self=self._takes_self), source
+            )
+        # Checked here, at the decorator line, so a mistake points at it.
+        options = _options(retries, timeout, workers, limit_per_minute, source is not None)
+        map_source = None if source is None else map_source_of(source)
 
         def decorator(function: F) -> F:
-            return self._decorate(function, source, options)  # type: ignore[no-any-return]
+            spec = make_spec(function, None, NO_OPTIONS, takes_self=self._takes_self)
+            spec = spec._replace(map_source=map_source, options=options)
+            return self._register(spec, function)  # type: ignore[no-any-return]
 
         return decorator
 
-    def _decorate(self, function: Any, source: Any, options: TaskOptions) -> Any:
-        spec = make_spec(function, source, options, takes_self=self._takes_self)
-        return self._register(spec, function)
+
+_OPTIONS: dict[tuple[Any, ...], TaskOptions] = {}
 
 
-def _probe(item: Any) -> None:
-    """Stand-in function used to validate options before the real one arrives."""
+def _options(
+    retries: Any, timeout: Any, workers: Any, limit_per_minute: Any, mapped: bool
+) -> TaskOptions:
+    """Validated options, one shared object per distinct set (a block's decorators run
+    on every run of it)."""
+    key = (retries, timeout, workers, limit_per_minute, mapped)
+    try:
+        cached = _OPTIONS.get(key)
+    except TypeError:  # an unhashable value: let validation say what is wrong with it
+        cached = None
+    if cached is None:
+        cached = TaskOptions(
+            retries=retries, timeout=timeout, workers=workers, limit_per_minute=limit_per_minute
+        )
+        check_options(cached, mapped=mapped)
+        if len(_OPTIONS) < 1024:
+            _OPTIONS[key] = cached
+    return cached

@@ -8,7 +8,7 @@ a non-iterable map source known ahead of time) is refused here, before any task 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -27,37 +27,87 @@ DATA = "data"
 
 
 @dataclass(frozen=True, slots=True)
-class TaskPlan:
-    """One task placed in its graph."""
+class TaskNode:
+    """One task's place in a graph, independent of the function objects of a run."""
 
-    spec: TaskSpec
+    name: str
     position: int  # definition order
     inputs: tuple[str, ...]  # parameters injected by name (tasks, keywords, `data`)
     item_param: str | None  # the parameter receiving each item of a mapped task
     dependencies: frozenset[str]  # tasks that must finish first
     dependents: tuple[str, ...]  # tasks waiting for this one, in definition order
 
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """The resolved structure of a weave: the same for every run of the same block."""
+
+    nodes: Mapping[str, TaskNode]  # in definition order
+    order: tuple[str, ...]  # a topological order
+    tiers: tuple[tuple[str, ...], ...]  # dependency levels, for reading only
+    roots: tuple[str, ...]  # tasks with no task dependencies, in definition order
+    waiting: Mapping[str, int]  # name -> number of dependencies, to copy per run
+
+
+@dataclass(frozen=True, slots=True)
+class TaskPlan:
+    """A task's spec with its place in the graph."""
+
+    spec: TaskSpec
+    node: TaskNode
+
     @property
     def name(self) -> str:
-        return self.spec.name
+        return self.node.name
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return self.node.inputs
+
+    @property
+    def item_param(self) -> str | None:
+        return self.node.item_param
+
+    @property
+    def dependencies(self) -> frozenset[str]:
+        return self.node.dependencies
+
+    @property
+    def dependents(self) -> tuple[str, ...]:
+        return self.node.dependents
 
 
 @dataclass(frozen=True, slots=True)
 class Graph:
-    tasks: Mapping[str, TaskPlan]  # in definition order
-    order: tuple[str, ...]  # a topological order
-    tiers: tuple[tuple[str, ...], ...]  # dependency levels, for reading only
-    roots: tuple[str, ...]  # tasks with no task dependencies, in definition order
-    data_names: frozenset[str]
+    shape: Shape
+    specs: Mapping[str, TaskSpec]  # in definition order
+
+    @property
+    def tasks(self) -> Mapping[str, TaskPlan]:
+        return MappingProxyType(
+            {name: TaskPlan(spec, self.shape.nodes[name]) for name, spec in self.specs.items()}
+        )
+
+    @property
+    def order(self) -> tuple[str, ...]:
+        return self.shape.order
+
+    @property
+    def tiers(self) -> tuple[tuple[str, ...], ...]:
+        return self.shape.tiers
+
+    @property
+    def roots(self) -> tuple[str, ...]:
+        return self.shape.roots
 
     @property
     def final(self) -> str | None:
         """The task whose value is ``result.final``: the last one defined."""
-        return next(reversed(tuple(self.tasks)), None)
+        return next(reversed(tuple(self.specs)), None)
 
     @property
     def has_async(self) -> bool:
-        return any(plan.spec.is_async for plan in self.tasks.values())
+        return any(spec.is_async for spec in self.specs.values())
 
 
 def check_data_names(names: Iterable[str]) -> None:
@@ -75,8 +125,41 @@ def check_data_names(names: Iterable[str]) -> None:
             )
 
 
+_SHAPES: dict[Hashable, Shape] = {}
+_SHAPE_CACHE_SIZE = 1024
+
+
 def build_graph(specs: Mapping[str, TaskSpec], data: Mapping[str, object]) -> Graph:
-    """Resolve every name, place every task, and refuse what cannot run."""
+    """Resolve every name, place every task, and refuse what cannot run.
+
+    The structure depends only on names, signatures and map sources, so it is resolved
+    once per shape of block and reused by every later run of it.
+    """
+    key = (
+        tuple(
+            (name, spec.signature, spec.map_source is not None and spec.map_source.name)
+            for name, spec in specs.items()
+        ),
+        frozenset(data),
+    )
+    shape = _SHAPES.get(key)
+    if shape is None:
+        shape = _build_shape(specs, data)
+        if len(_SHAPES) >= _SHAPE_CACHE_SIZE:
+            _SHAPES.clear()
+        _SHAPES[key] = shape
+    for spec in specs.values():  # values can change from run to run: checked every time
+        source = spec.map_source
+        if source is None:
+            continue
+        if source.name is None:
+            check_iterable(spec.name, None, source.iterable)
+        elif source.name in data:
+            check_iterable(spec.name, source.name, data[source.name])
+    return Graph(shape=shape, specs=specs)
+
+
+def _build_shape(specs: Mapping[str, TaskSpec], data: Mapping[str, object]) -> Shape:
     data_names = frozenset(data)
     for name in specs:
         if name == DATA or name in RESERVED_NAMES:
@@ -89,31 +172,29 @@ def build_graph(specs: Mapping[str, TaskSpec], data: Mapping[str, object]) -> Gr
                 f"task {name!r} has the same name as a keyword passed to weave(); "
                 f"rename the task or the keyword"
             )
-    placed: dict[str, tuple[tuple[str, ...], str | None, frozenset[str]]] = {}
-    for spec in specs.values():
-        placed[spec.name] = _resolve(spec, specs, data)
+    placed = {spec.name: _resolve(spec, specs, data) for spec in specs.values()}
     dependents: dict[str, list[str]] = {name: [] for name in specs}
     for name, (_, _, deps) in placed.items():
         for dep in deps:
             dependents[dep].append(name)
     order, tiers = _topological(specs, {n: p[2] for n, p in placed.items()}, dependents)
-    tasks = {
-        spec.name: TaskPlan(
-            spec=spec,
+    nodes = {
+        name: TaskNode(
+            name=name,
             position=position,
-            inputs=placed[spec.name][0],
-            item_param=placed[spec.name][1],
-            dependencies=placed[spec.name][2],
-            dependents=tuple(dependents[spec.name]),
+            inputs=placed[name][0],
+            item_param=placed[name][1],
+            dependencies=placed[name][2],
+            dependents=tuple(dependents[name]),  # appended in definition order
         )
-        for position, spec in enumerate(specs.values())
+        for position, name in enumerate(specs)
     }
-    return Graph(
-        tasks=MappingProxyType(tasks),
+    return Shape(
+        nodes=MappingProxyType(nodes),
         order=order,
         tiers=tiers,
-        roots=tuple(name for name, plan in tasks.items() if not plan.dependencies),
-        data_names=data_names,
+        roots=tuple(name for name, node in nodes.items() if not node.dependencies),
+        waiting=MappingProxyType({name: len(node.dependencies) for name, node in nodes.items()}),
     )
 
 
@@ -135,15 +216,11 @@ def _resolve(
         if source.name is not None:
             if source.name in specs:
                 deps.add(source.name)
-            elif source.name in data:
-                check_iterable(spec.name, source.name, data[source.name])
-            else:
+            elif source.name not in data:
                 raise UnresolvedNameError(
                     f"task {spec.name!r} maps over {source.name!r}, which is neither a task "
                     f"nor a keyword of this weave; {_available(source.name, specs, data)}"
                 )
-        else:
-            check_iterable(spec.name, None, source.iterable)
         item_param = _item_param(spec, inputs, free)
     elif free:
         param = free[0]

@@ -1,18 +1,18 @@
 """Graph -> a :class:`Run`: dataflow execution of one weave.
 
-Each task starts the moment its own inputs are done, never in tiers. Sync tasks run as
-jobs on the thread lane, async tasks as worker coroutines on the event loop. When a task
-finishes, the thread (or coroutine) that finished it runs one newly ready task of its own
-kind itself, as a continuation, and hands the others to their lanes: a chain of sync
-tasks runs on one pool thread, a chain of async tasks in one asyncio task, with no hop
-between links.
+Each task starts the moment its own inputs are done, never in tiers. Sync tasks run in
+worker jobs on the thread lane, async tasks in worker coroutines on the event loop. When
+a task finishes, the worker that finished it runs one newly ready task of its own kind
+itself, as a continuation, and hands the others to their lanes: a chain of sync tasks
+runs on one pool thread, a chain of async tasks in one asyncio task, with no hop between
+links.
 
 A mapped task is run by ``k`` workers (``k`` = its ``workers=`` or its item count) that
 claim item indexes from a shared counter until none are left.
 
 The first failure (in time) is kept; no task starts after it, async work is cancelled,
-and the run ends once every unit still running on a thread has returned (or been
-abandoned at its timeout). All shared state is guarded by ``self._lock``, not by the GIL.
+and the run ends once every call still running on a thread has returned (or has been
+abandoned at its timeout). Shared state is guarded by ``self._lock``, not by the GIL.
 """
 
 from __future__ import annotations
@@ -27,15 +27,16 @@ from typing import Any, Final, Literal
 
 from . import lanes
 from .errors import TaskTimeout
-from .graph import DATA, Graph, TaskPlan, check_iterable
+from .graph import DATA, Graph, check_iterable
 from .lanes import Job
 from .result import WoveResult
+from .task_spec import NO_OPTIONS, TaskSpec
 from .tracing import Collector, Status, TraceRecord
 
 _current_run: contextvars.ContextVar[Run] = contextvars.ContextVar("wove_current_run")
 _ids = itertools.count(1)
-_EXHAUSTED: Final = -1
-_UNMAPPED: Final = None
+_perf = time.perf_counter
+_ABANDONED: Final = object()  # a sync call given up at its timeout (already reported)
 
 
 def current_run() -> Run | None:
@@ -56,53 +57,52 @@ class LoopBinding:
         lanes.call_on_loop(self.loop, self.thread_id, callback)
 
 
-class _TaskRun:
-    """Mutable state of one task during a run (guarded by the run's lock)."""
+class _Mapped:
+    """A mapped task's items and their progress (guarded by the run's lock)."""
 
     __slots__ = (
         "claimed",
         "first_start",
+        "item_param",
         "items",
         "kwargs",
         "last_end",
         "left",
-        "mapped",
-        "plan",
+        "name",
         "results",
         "spacing",
+        "spec",
         "started_at",
-        "total",
     )
 
-    def __init__(self, plan: TaskPlan, kwargs: dict[str, Any], items: list[Any] | None) -> None:
-        self.plan = plan
+    def __init__(
+        self, spec: TaskSpec, item_param: str, kwargs: dict[str, Any], items: list[Any]
+    ) -> None:
+        self.name = spec.name
+        self.spec = spec
+        self.item_param = item_param
         self.kwargs = kwargs
         self.items = items
-        self.mapped = items is not None
-        self.total = len(items) if items is not None else 1
-        self.left = self.total
+        self.results: list[Any] = [None] * len(items)
+        self.left = len(items)
         self.claimed = 0
-        self.results: list[Any] = [None] * self.total if items is not None else []
-        self.first_start = 0.0
+        self.first_start = float("inf")
         self.last_end = 0.0
         self.started_at = time.monotonic()
-        lpm = plan.spec.limit_per_minute
-        self.spacing = 60.0 / lpm if lpm else 0.0
+        limit = spec.limit_per_minute
+        self.spacing = 60.0 / limit if limit else 0.0
 
     def worker_count(self) -> int:
-        workers = self.plan.spec.workers
-        return min(workers, self.total) if workers else self.total
-
-    def call_args(self, index: int | None) -> dict[str, Any]:
-        if index is None or self.items is None:
-            return self.kwargs
-        item_param = self.plan.item_param
-        assert item_param is not None
-        return {**self.kwargs, item_param: self.items[index]}
+        workers = self.spec.workers
+        return min(workers, len(self.items)) if workers else len(self.items)
 
 
-class _SyncAttempt:
-    """A sync call being timed: the deadline callback and the thread race to settle it."""
+#: What a worker runs next: an unmapped task (its name) or a mapped task's items.
+Work = str | _Mapped
+
+
+class _TimedCall:
+    """A sync attempt under a timeout: the deadline and the thread race to settle it."""
 
     __slots__ = ("abandoned", "live", "thread_id")
 
@@ -129,21 +129,23 @@ class Run:
         self.id = next(_ids)
         self.submit = submit
         self.loop = loop
+        self.failed_at: tuple[str, int | None] | None = None
+        self._specs = graph.specs
+        self._nodes = graph.shape.nodes
         self._on_finish = on_finish
         self._lock = threading.Lock()
         self._values: dict[str, Any] = {**data, DATA: dict(data)}
         self._errors: dict[str, BaseException] = {}
         self._timings: dict[str, float] = {}
-        self._waiting = {name: len(plan.dependencies) for name, plan in graph.tasks.items()}
-        self._active: dict[str, _TaskRun] = {}
-        self._unfinished = len(graph.tasks)
-        self._running_units = 0
+        self._waiting = dict(graph.shape.waiting)
+        self._unfinished = len(graph.specs)
+        self._running = 0  # calls in progress (on threads or the loop)
         self._async_workers: set[asyncio.Task[None]] = set()
         self._failure: BaseException | None = None
-        self.failed_at: tuple[str, int | None] | None = None
         self._finished = False
         self._collectors: tuple[Collector, ...] = ()
         self._stuck_after = stuck_after
+        self._started: dict[str, float] = {}  # for stuck reports (debug only)
         self._context = contextvars.copy_context()
         self._context.run(_current_run.set, self)
 
@@ -153,15 +155,15 @@ class Run:
         """Start the root tasks. Called on the caller's thread (the loop's, if async)."""
         self._collectors = collectors
         if self._stuck_after is not None:
-            self._arm_stuck_report()
-        if not self.graph.tasks:
+            self._arm_stuck_report(self._stuck_after)
+        if not self._specs:
             self._finish_if_done()
             return
-        self._dispatch(list(self.graph.roots), continue_as=None)
+        self._dispatch(list(self.graph.shape.roots), continue_as=None)
 
     def cancel(self, reason: BaseException) -> None:
-        """Stop the run from outside (the caller was cancelled or interrupted)."""
-        self._fail(None, None, reason)
+        """Stop the run from outside (its caller was cancelled or interrupted)."""
+        self._fail(None, None, reason, ended_call=False)
 
     @property
     def finished(self) -> bool:
@@ -170,7 +172,7 @@ class Run:
     def result(self) -> WoveResult:
         with self._lock:
             return WoveResult(
-                order=tuple(self.graph.tasks),
+                order=tuple(self._specs),
                 values=dict(self._values),
                 errors=dict(self._errors),
                 timings=dict(self._timings),
@@ -179,62 +181,52 @@ class Run:
 
     # --- dispatch --------------------------------------------------------------------
 
-    def _dispatch(
-        self, ready: list[str], continue_as: Literal["sync", "async"] | None
-    ) -> _TaskRun | None:
-        """Start ready tasks; return one of kind ``continue_as`` for the caller to run."""
-        continuation: _TaskRun | None = None
-        while ready:
-            name = ready.pop(0)
-            task = self._begin(self.graph.tasks[name])
-            if task is None:
-                continue
-            if task.total == 0:  # mapped over nothing: done at once, with no call
-                ready.extend(self._complete(task, []))
-                continue
-            kind = "async" if task.plan.spec.is_async else "sync"
-            workers = task.worker_count()
-            if continuation is None and kind == continue_as:
-                continuation, workers = task, workers - 1
-            for _ in range(workers):
-                self._launch(task, kind)
+    def _dispatch(self, ready: list[str], continue_as: bool | None) -> Work | None:
+        """Start ready tasks; return one whose ``is_async`` is ``continue_as`` for the
+        calling worker to run itself."""
+        continuation: Work | None = None
+        for name in ready:  # may grow: a task mapped over nothing completes at once
+            spec = self._specs[name]
+            work: Work
+            if spec.map_source is None:
+                work, count = name, 1
+            else:
+                mapped = self._begin_mapped(spec)
+                if mapped is None:
+                    continue
+                if not mapped.items:
+                    ready.extend(self._complete(name, [], 0.0))
+                    continue
+                work, count = mapped, mapped.worker_count()
+            if continuation is None and spec.is_async is continue_as:
+                continuation, count = work, count - 1
+            for _ in range(count):
+                self._launch(work, spec.is_async)
         return continuation
 
-    def _begin(self, plan: TaskPlan) -> _TaskRun | None:
-        """A task's runtime state, its inputs read; None if it fails to begin."""
-        with self._lock:
-            if self._failure is not None:
-                return None
-            kwargs = {name: self._values[name] for name in plan.inputs}
-            source = plan.spec.map_source
-            if source is not None and source.name is not None:
-                value = self._values[source.name]
-            elif source is not None:
-                value = source.iterable
-        items = None
-        if source is not None:
-            try:
-                check_iterable(plan.name, source.name, value)
-                items = list(value)
-            except BaseException as exc:
-                self._fail(plan.name, None, exc)
-                return None
-        task = _TaskRun(plan, kwargs, items)
-        with self._lock:
-            self._active[plan.name] = task
-        return task
+    def _begin_mapped(self, spec: TaskSpec) -> _Mapped | None:
+        node, source = self._nodes[spec.name], spec.map_source
+        assert source is not None and node.item_param is not None
+        value = self._values[source.name] if source.name is not None else source.iterable
+        try:
+            check_iterable(spec.name, source.name, value)
+            items = list(value)  # type: ignore[arg-type]
+        except BaseException as error:
+            self._fail(spec.name, None, error, ended_call=False)
+            return None
+        kwargs = {name: self._values[name] for name in node.inputs}
+        return _Mapped(spec, node.item_param, kwargs, items)
 
-    def _launch(self, task: _TaskRun, kind: str) -> None:
-        if kind == "sync":
-            self.submit(lambda: self._sync_worker(task))
-        else:
-            assert self.loop is not None, "async task without a loop"
-            self.loop.call(lambda: self._spawn(task))
+    def _launch(self, work: Work, is_async: bool) -> None:
+        if not is_async:
+            self.submit(lambda: self._sync_worker(work))
+            return
+        loop = self.loop
+        assert loop is not None, "an async task needs a loop"
+        loop.call(lambda: self._spawn(loop.loop, work))
 
-    def _spawn(self, task: _TaskRun) -> None:
-        worker = self.loop.loop.create_task(  # type: ignore[union-attr]
-            self._async_worker(task), context=self._context.copy()
-        )
+    def _spawn(self, loop: asyncio.AbstractEventLoop, work: Work) -> None:
+        worker = loop.create_task(self._async_worker(work), context=self._context.copy())
         with self._lock:
             self._async_workers.add(worker)
             failed = self._failure is not None
@@ -246,126 +238,193 @@ class Run:
         with self._lock:
             self._async_workers.discard(worker)
 
-    def _claim(self, task: _TaskRun) -> int | None:
-        """The next item index to run (None for an unmapped task), or _EXHAUSTED."""
+    def _start_call(self, name: str) -> bool:
+        """Count a call as running; False if the run has failed (start nothing)."""
         with self._lock:
-            if self._failure is not None or task.claimed >= task.total:
-                return _EXHAUSTED
-            index = task.claimed
-            task.claimed += 1
-            self._running_units += 1
-        return index if task.mapped else _UNMAPPED
+            if self._failure is not None:
+                return False
+            self._running += 1
+            if self._stuck_after is not None:
+                self._started.setdefault(name, time.monotonic())
+        return True
 
-    def _start_delay(self, task: _TaskRun, index: int | None) -> float:
-        if not task.spacing or not index:
+    def _claim(self, mapped: _Mapped) -> int:
+        """The next item index to run, counted as running; -1 when none is left."""
+        with self._lock:
+            if self._failure is not None or mapped.claimed >= len(mapped.items):
+                return -1
+            index = mapped.claimed
+            mapped.claimed += 1
+            self._running += 1
+            if self._stuck_after is not None:
+                self._started.setdefault(mapped.name, time.monotonic())
+        return index
+
+    def _start_delay(self, mapped: _Mapped, index: int) -> float:
+        if not mapped.spacing or not index:
             return 0.0
-        return task.started_at + index * task.spacing - time.monotonic()
+        return mapped.started_at + index * mapped.spacing - time.monotonic()
 
     # --- sync lane -------------------------------------------------------------------
 
-    def _sync_worker(self, task: _TaskRun | None) -> None:
-        while task is not None:
-            index = self._claim(task)
-            if index == _EXHAUSTED:
-                return
-            delay = self._start_delay(task, index)
+    def _sync_worker(self, work: Work | None) -> None:
+        while work is not None:
+            if isinstance(work, str):
+                work = self._sync_chain(work) if self._start_call(work) else None
+            else:
+                work = self._sync_items(work)
+
+    def _sync_chain(self, name: str | None) -> Work | None:
+        """Run ``name`` (counted as running), then each sync task it hands over to."""
+        while name is not None:
+            spec = self._specs[name]
+            kwargs = {input_: self._values[input_] for input_ in self._nodes[name].inputs}
+            value, error, start = self._call_sync(spec, None, kwargs)
+            if value is _ABANDONED:
+                return None
+            name, work = self._handover(name, value, error, start, is_async=False)
+            if work is not None:
+                return work
+        return None
+
+    def _sync_items(self, mapped: _Mapped) -> Work | None:
+        while (index := self._claim(mapped)) >= 0:
+            delay = self._start_delay(mapped, index)
             if delay > 0:  # rate-limited: give the thread back, come back on time
-                self._unit_ended()
-                self._unclaim_later(task, index, delay)
-                return
-            ready = self._run_sync_unit(task, index)
+                self._call_ended()
+                lanes.deadlines().arm(
+                    time.monotonic() + delay,
+                    lambda: self.submit(lambda: self._sync_resume(mapped, index)),
+                )
+                return None
+            ready = self._sync_item(mapped, index)
             if ready:
-                task = self._dispatch(ready, continue_as="sync") or task
+                return self._dispatch(ready, False)
+        return None
 
-    def _unclaim_later(self, task: _TaskRun, index: int | None, delay: float) -> None:
-        def resume() -> None:
-            self.submit(lambda: self._sync_resume(task, index))
+    def _sync_resume(self, mapped: _Mapped, index: int) -> None:
+        if not self._start_call(mapped.name):
+            return
+        ready = self._sync_item(mapped, index)
+        following = self._dispatch(ready, False) if ready else None
+        self._sync_worker(following or mapped)
 
-        lanes.deadlines().arm(time.monotonic() + delay, resume)
+    def _sync_item(self, mapped: _Mapped, index: int) -> list[str]:
+        kwargs = {**mapped.kwargs, mapped.item_param: mapped.items[index]}
+        value, error, start = self._call_sync(mapped.spec, index, kwargs)
+        if value is _ABANDONED:
+            return []
+        return self._settle_item(mapped, index, value, error, start)
 
-    def _sync_resume(self, task: _TaskRun, index: int | None) -> None:
-        with self._lock:
-            if self._failure is not None:
-                return
-            self._running_units += 1
-        ready = self._run_sync_unit(task, index)
-        following = self._dispatch(ready, continue_as="sync") if ready else None
-        self._sync_worker(following or task)
-
-    def _run_sync_unit(self, task: _TaskRun, index: int | None) -> list[str]:
-        spec = task.plan.spec
-        function, kwargs, timeout = spec.function, task.call_args(index), spec.timeout
-        attempt, start = 0, time.perf_counter()
+    def _call_sync(
+        self, spec: TaskSpec, index: int | None, kwargs: dict[str, Any]
+    ) -> tuple[Any, BaseException | None, float]:
+        """Call with retries (and a timeout per attempt); (value, error, start time)."""
+        function, timeout = spec.function, spec.timeout
+        attempt, start = 0, _perf()
         while True:
-            began = time.perf_counter()
-            guard = self._arm_sync_timeout(task, index, timeout) if timeout else None
+            began = _perf()
+            timed = self._arm_sync_timeout(spec.name, index, timeout) if timeout else None
             error: BaseException | None = None
+            value = None
             try:
                 value = self._context.copy().run(function, **kwargs)
             except BaseException as exc:
-                error, value = exc, None
-            if guard is not None and self._settle_attempt(guard):
-                return []  # abandoned at its timeout, which already failed the task
+                error = exc
+            if timed is not None and self._settle_timed(timed):
+                return _ABANDONED, None, start  # the timeout already failed the task
             if error is None or attempt >= spec.retries or self._failure is not None:
                 break
-            self._trace(task, index, "thread", began, attempt, error)
+            self._trace(spec.name, index, "thread", began, attempt, error)
             attempt += 1
-        self._trace(task, index, "thread", began, attempt, error)
-        return self._unit_done(task, index, value, error, start)
+        if self._collectors:
+            self._trace(spec.name, index, "thread", began, attempt, error)
+        return value, error, start
 
-    def _arm_sync_timeout(self, task: _TaskRun, index: int | None, timeout: float) -> _SyncAttempt:
-        guard = _SyncAttempt()
+    def _arm_sync_timeout(self, name: str, index: int | None, timeout: float) -> _TimedCall:
+        timed = _TimedCall()
 
         def expire() -> None:
             with self._lock:
-                if not guard.live:
+                if not timed.live:
                     return
-                guard.live, guard.abandoned = False, True
-                self._running_units -= 1
-            error = TaskTimeout(task.plan.name, timeout, index)
-            position = lanes.where_is(guard.thread_id)
+                timed.live, timed.abandoned = False, True
+            error = TaskTimeout(name, timeout, index)
+            position = lanes.where_is(timed.thread_id)
             error.add_note(
-                f"wove: the sync call was abandoned at its timeout; its thread keeps "
-                f"running{f' at {position}' if position else ''} until the call returns"
+                "wove: the sync call was abandoned at its timeout; its thread keeps running"
+                f"{f' at {position}' if position else ''} until the call returns"
             )
-            lanes.logger.warning(
-                "wove: %s; abandoning its thread (%s)", error, position or "position unknown"
-            )
-            self._fail(task.plan.name, index, error)
+            lanes.logger.warning("wove: %s; abandoning its thread", error)
+            self._trace(name, index, "thread", _perf() - timeout, 0, error)
+            self._fail(name, index, error, ended_call=True)
 
         lanes.deadlines().arm(time.monotonic() + timeout, expire)
-        return guard
+        return timed
 
-    def _settle_attempt(self, guard: _SyncAttempt) -> bool:
+    def _settle_timed(self, timed: _TimedCall) -> bool:
         """Mark a timed attempt returned; True if its timeout already abandoned it."""
         with self._lock:
-            guard.live = False
-            return guard.abandoned
+            timed.live = False
+            return timed.abandoned
 
     # --- async lane ------------------------------------------------------------------
 
-    async def _async_worker(self, task: _TaskRun | None) -> None:
-        while task is not None:
-            index = self._claim(task)
-            if index == _EXHAUSTED:
-                return
+    async def _async_worker(self, work: Work | None) -> None:
+        while work is not None:
+            if isinstance(work, str):
+                work = await self._async_chain(work) if self._start_call(work) else None
+            else:
+                work = await self._async_items(work)
+
+    async def _async_chain(self, name: str | None) -> Work | None:
+        """Run ``name`` (counted as running), then each async task it hands over to."""
+        while name is not None:
+            spec = self._specs[name]
+            kwargs = {input_: self._values[input_] for input_ in self._nodes[name].inputs}
             try:
-                delay = self._start_delay(task, index)
+                if spec.options is NO_OPTIONS and not self._collectors:
+                    start = _perf()  # the common case, kept lean
+                    error: BaseException | None = None
+                    try:
+                        value = await spec.function(**kwargs)
+                    except Exception as exc:
+                        value, error = None, exc
+                else:
+                    value, error, start = await self._call_async(spec, None, kwargs)
+            except asyncio.CancelledError as cancelled:
+                self._call_cancelled(name, None, cancelled)
+                return None
+            except BaseException as exc:  # KeyboardInterrupt, SystemExit: still this task's
+                value, error, start = None, exc, _perf()
+            name, work = self._handover(name, value, error, start, is_async=True)
+            if work is not None:
+                return work
+        return None
+
+    async def _async_items(self, mapped: _Mapped) -> Work | None:
+        while (index := self._claim(mapped)) >= 0:
+            kwargs = {**mapped.kwargs, mapped.item_param: mapped.items[index]}
+            try:
+                delay = self._start_delay(mapped, index)
                 if delay > 0:
                     await asyncio.sleep(delay)
-                ready = await self._run_async_unit(task, index)
+                value, error, start = await self._call_async(mapped.spec, index, kwargs)
             except asyncio.CancelledError as cancelled:
-                self._unit_cancelled(task, index, cancelled)
-                return
+                self._call_cancelled(mapped.name, index, cancelled)
+                return None
+            ready = self._settle_item(mapped, index, value, error, start)
             if ready:
-                task = self._dispatch(ready, continue_as="async") or task
+                return self._dispatch(ready, True)
+        return None
 
-    async def _run_async_unit(self, task: _TaskRun, index: int | None) -> list[str]:
-        spec = task.plan.spec
-        function, kwargs, timeout = spec.function, task.call_args(index), spec.timeout
-        attempt, start = 0, time.perf_counter()
+    async def _call_async(
+        self, spec: TaskSpec, index: int | None, kwargs: dict[str, Any]
+    ) -> tuple[Any, BaseException | None, float]:
+        function, timeout = spec.function, spec.timeout
+        attempt, start = 0, _perf()
         while True:
-            began = time.perf_counter()
+            began = _perf()
             error: BaseException | None = None
             value = None
             scope = asyncio.timeout(timeout) if timeout is not None else None
@@ -379,81 +438,122 @@ class Run:
                 raise
             except BaseException as exc:
                 error = exc
-                if scope is not None and scope.expired():
-                    # A timeout ends the task: it is not retried.
-                    error = TaskTimeout(task.plan.name, timeout or 0.0, index)
+                if scope is not None and scope.expired():  # a timeout is not retried
+                    error = TaskTimeout(spec.name, timeout or 0.0, index)
                     error.__cause__ = exc
                     break
             if error is None or attempt >= spec.retries or self._failure is not None:
                 break
-            self._trace(task, index, "loop", began, attempt, error)
+            self._trace(spec.name, index, "loop", began, attempt, error)
             attempt += 1
-        self._trace(task, index, "loop", began, attempt, error)
-        return self._unit_done(task, index, value, error, start)
+        self._trace(spec.name, index, "loop", began, attempt, error)
+        return value, error, start
 
-    def _unit_cancelled(
-        self, task: _TaskRun, index: int | None, cancelled: asyncio.CancelledError
+    def _call_cancelled(
+        self, name: str, index: int | None, cancelled: asyncio.CancelledError
     ) -> None:
-        self._trace(task, index, "loop", time.perf_counter(), 0, cancelled)
+        self._trace(name, index, "loop", _perf(), 0, cancelled)
         with self._lock:
             ours = self._failure is not None
-        if not ours:
-            # Cancelled from outside the weave (e.g. the loop is shutting down).
-            self._fail(task.plan.name, index, cancelled)
-        self._unit_ended()
+        if not ours:  # cancelled from outside the weave (e.g. the loop is shutting down)
+            self._fail(name, index, cancelled, ended_call=True)
+        else:
+            self._call_ended()
 
     # --- completion ------------------------------------------------------------------
 
-    def _unit_done(
-        self,
-        task: _TaskRun,
-        index: int | None,
-        value: Any,
-        error: BaseException | None,
-        start: float,
-    ) -> list[str]:
-        """Record one unit's outcome; return the tasks that became ready."""
-        end = time.perf_counter()
-        if error is not None:
-            self._fail(task.plan.name, index, error)
-            self._unit_ended()
-            return []
-        with self._lock:
-            self._running_units -= 1
-            if not task.first_start or start < task.first_start:
-                task.first_start = start
-            task.last_end = max(task.last_end, end)
-            if index is not None:
-                task.results[index] = value
-            task.left -= 1
-            done = task.left == 0
-        if not done:
-            return []
-        return self._complete(task, task.results if task.mapped else value)
+    def _handover(
+        self, name: str, value: Any, error: BaseException | None, start: float, *, is_async: bool
+    ) -> tuple[str | None, Work | None]:
+        """Record an unmapped task's outcome and start what became ready.
 
-    def _complete(self, task: _TaskRun, value: Any) -> list[str]:
-        name = task.plan.name
-        ready: list[str] = []
+        Returns the task the calling worker runs next: an unmapped task of its own kind,
+        handed over under the same lock that completed this one (it stays counted as
+        running: one call ends, the next begins), or other work from ``_dispatch``.
+        """
+        end = _perf()
+        if error is not None:
+            self._fail(name, None, error, ended_call=True)
+            return None, None
+        following = None
         with self._lock:
-            self._values[name] = value
-            self._timings[name] = max(task.last_end - task.first_start, 0.0)
-            self._active.pop(name, None)
-            self._unfinished -= 1
-            if self._failure is None:
-                for dependent in task.plan.dependents:
-                    self._waiting[dependent] -= 1
-                    if not self._waiting[dependent]:
-                        ready.append(dependent)
-        self._finish_if_done()
+            ready = self._complete_locked(name, value, end - start)
+            for position, candidate in enumerate(ready):
+                spec = self._specs[candidate]
+                if spec.is_async is is_async and spec.map_source is None:
+                    following = ready.pop(position)
+                    if self._stuck_after is not None:
+                        self._started.setdefault(following, time.monotonic())
+                    break
+            else:
+                self._running -= 1
+            finished = self._finishing_locked()
+        if finished:
+            self._on_finish()
+        if not ready:
+            return following, None
+        if following is not None:
+            self._dispatch(ready, None)
+            return following, None
+        return None, self._dispatch(ready, is_async)
+
+    def _settle_item(
+        self, mapped: _Mapped, index: int, value: Any, error: BaseException | None, start: float
+    ) -> list[str]:
+        end = _perf()
+        if error is not None:
+            self._fail(mapped.name, index, error, ended_call=True)
+            return []
+        with self._lock:
+            self._running -= 1
+            mapped.results[index] = value
+            mapped.first_start = min(mapped.first_start, start)
+            mapped.last_end = max(mapped.last_end, end)
+            mapped.left -= 1
+            if mapped.left:
+                return []
+            duration = mapped.last_end - mapped.first_start
+            ready = self._complete_locked(mapped.name, mapped.results, duration)
+            finished = self._finishing_locked()
+        if finished:
+            self._on_finish()
         return ready
 
-    def _unit_ended(self) -> None:
+    def _complete(self, name: str, value: Any, duration: float) -> list[str]:
         with self._lock:
-            self._running_units -= 1
-        self._finish_if_done()
+            ready = self._complete_locked(name, value, duration)
+            finished = self._finishing_locked()
+        if finished:
+            self._on_finish()
+        return ready
 
-    def _fail(self, name: str | None, index: int | None, error: BaseException) -> None:
+    def _complete_locked(self, name: str, value: Any, duration: float) -> list[str]:
+        self._values[name] = value
+        self._timings[name] = duration
+        self._unfinished -= 1
+        if self._failure is not None:
+            return []
+        ready = []
+        waiting = self._waiting
+        for dependent in self._nodes[name].dependents:
+            waiting[dependent] -= 1
+            if not waiting[dependent]:
+                ready.append(dependent)
+        return ready
+
+    def _call_ended(self) -> None:
         with self._lock:
+            self._running -= 1
+            finished = self._finishing_locked()
+        if finished:
+            self._on_finish()
+
+    def _fail(
+        self, name: str | None, index: int | None, error: BaseException, *, ended_call: bool
+    ) -> None:
+        with self._lock:
+            if ended_call:
+                self._running -= 1
             first = self._failure is None
             if first:
                 self._failure = error
@@ -461,6 +561,7 @@ class Run:
             if name is not None and not isinstance(error, asyncio.CancelledError):
                 self._errors.setdefault(name, error)
             workers = list(self._async_workers) if first else []
+            finished = self._finishing_locked()
         if workers and self.loop is not None:
 
             def cancel_workers() -> None:
@@ -468,22 +569,29 @@ class Run:
                     worker.cancel()
 
             self.loop.call(cancel_workers)
-        self._finish_if_done()
+        if finished:
+            self._on_finish()
 
     def _finish_if_done(self) -> None:
         with self._lock:
-            if self._finished:
-                return
-            if self._unfinished and (self._failure is None or self._running_units > 0):
-                return
-            self._finished = True
-        self._on_finish()
+            finished = self._finishing_locked()
+        if finished:
+            self._on_finish()
+
+    def _finishing_locked(self) -> bool:
+        """True exactly once: when all tasks are done, or a failure has settled."""
+        if self._finished:
+            return False
+        if self._unfinished and (self._failure is None or self._running):
+            return False
+        self._finished = True
+        return True
 
     # --- visibility ------------------------------------------------------------------
 
     def _trace(
         self,
-        task: _TaskRun,
+        name: str,
         index: int | None,
         lane: Literal["thread", "loop"],
         start: float,
@@ -502,12 +610,12 @@ class Run:
         record = TraceRecord(
             weave=self.origin,
             weave_id=self.id,
-            task=task.plan.name,
+            task=name,
             index=index,
             lane=lane,
             thread=threading.current_thread().name,
             start=start,
-            end=time.perf_counter(),
+            end=_perf(),
             attempt=attempt,
             status=status,
             error=None if error is None else f"{type(error).__name__}: {error}",
@@ -515,24 +623,22 @@ class Run:
         for collector in self._collectors:
             collector(record)
 
-    def _arm_stuck_report(self) -> None:
-        interval = self._stuck_after
-        assert interval is not None
-
+    def _arm_stuck_report(self, interval: float) -> None:
         def report() -> None:
             if self._finished:
                 return
             now = time.monotonic()
             with self._lock:
                 stuck = [
-                    f"{name} ({task.claimed - (task.total - task.left)} running, "
-                    f"{now - task.started_at:.1f} s)"
-                    for name, task in self._active.items()
-                    if now - task.started_at >= interval
+                    f"{name} ({now - started:.1f} s)"
+                    for name, started in self._started.items()
+                    if name not in self._values
+                    and name not in self._errors
+                    and now - started >= interval
                 ]
             if stuck:
                 lanes.logger.warning(
-                    "wove: weave at %s still running after %.1f s: %s",
+                    "wove: weave at %s has tasks still running after %.1f s: %s",
                     self.origin,
                     interval,
                     ", ".join(stuck),
