@@ -10,8 +10,6 @@ with weave() as w:
 w.result.final
 """
 
-from __future__ import annotations
-
 from .background import wait_for_background
 from .config import Settings, configure, settings
 from .detach import at_detached_child

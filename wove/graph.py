@@ -219,15 +219,16 @@ def _resolve(
             elif source.name not in data:
                 raise UnresolvedNameError(
                     f"task {spec.name!r} maps over {source.name!r}, which is neither a task "
-                    f"nor a keyword of this weave; {_available(source.name, specs, data)}"
+                    f"nor a keyword of this weave "
+                    f"({_available(source.name, spec.name, specs, data)})"
                 )
         item_param = _item_param(spec, inputs, free)
     elif free:
         param = free[0]
         raise UnresolvedNameError(
             f"task {spec.name!r} has parameter {param!r}, which names no task or keyword "
-            f"of this weave; {_available(param, specs, data)}. Define a task named "
-            f"{param!r}, pass {param}=... to weave(), or give the parameter a default"
+            f"of this weave ({_available(param, spec.name, specs, data)}); define a task "
+            f"named {param!r}, pass {param}=... to weave(), or give the parameter a default"
         )
     if spec.name in deps:
         raise CircularDependencyError(
@@ -264,8 +265,10 @@ def check_iterable(task: str, name: str | None, value: object) -> None:
     )
 
 
-def _available(name: str, specs: Mapping[str, TaskSpec], data: Mapping[str, object]) -> str:
-    names = sorted({*specs, *data, DATA})
+def _available(
+    name: str, asking: str, specs: Mapping[str, TaskSpec], data: Mapping[str, object]
+) -> str:
+    names = sorted({*specs, *data, DATA} - {asking})
     close = difflib.get_close_matches(name, names, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     return f"available names: {', '.join(names)}{hint}"

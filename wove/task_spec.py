@@ -156,11 +156,7 @@ def make_spec(
                 options,
                 takes_self,
             )
-    if inspect.iscoroutine(function):
-        raise DefinitionError(
-            f"@do was given a coroutine object ({function!r}), not a function; "
-            f"decorate the `async def` itself instead of calling it"
-        )
+    _refuse_coroutine(function)
     if not callable(function):
         raise DefinitionError(
             f"@do expects a function or callable object, got {type(function).__name__} "
@@ -180,10 +176,19 @@ def make_spec(
     )
 
 
+def _refuse_coroutine(value: object) -> None:
+    if inspect.iscoroutine(value):
+        raise DefinitionError(
+            f"@do was given a coroutine object ({value!r}), not a function; "
+            f"decorate the `async def` itself instead of calling it"
+        )
+
+
 def map_source_of(source: object) -> MapSource:
+    _refuse_coroutine(source)
     if isinstance(source, str):
         return MapSource(name=source)
-    if isinstance(source, Iterable):
+    if isinstance(source, Iterable) or hasattr(source, "__getitem__"):
         return MapSource(iterable=source)
     raise DefinitionError(
         f"@do's first argument must be an iterable to map over or the name of a task or "
