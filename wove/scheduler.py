@@ -206,7 +206,8 @@ class Run:
 
     def _begin_mapped(self, spec: TaskSpec) -> _Mapped | None:
         node, source = self._nodes[spec.name], spec.map_source
-        assert source is not None and node.item_param is not None
+        assert source is not None
+        assert node.item_param is not None
         value = self._values[source.name] if source.name is not None else source.iterable
         try:
             check_iterable(spec.name, source.name, value)

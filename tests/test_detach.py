@@ -1,0 +1,443 @@
+"""Detached weaves with real processes: ``weave(background=True, fork=...)`` (SPEC §7).
+
+Each scenario starts ``tests/detach_scripts/parent.py`` as a server-like parent process
+that listens on a port of 127.0.0.1, detaches a weave and exits at once (or lingers
+without ever reaping). What the detached child did is read from the files it writes and
+from ``/proc``. Every process started here is killed by pid in teardown.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not sys.platform.startswith("linux"), reason="reads /proc to observe the processes"
+    ),
+]
+
+SCRIPT = Path(__file__).parent / "detach_scripts" / "parent.py"
+DEADLINE = 10.0
+TASK_SECONDS = 1.5  # how long the detached weave runs in the scenarios that observe it
+
+
+# --- observing processes -------------------------------------------------------------------
+
+
+def proc_stat(pid: int) -> dict[str, Any] | None:
+    """state, ppid and session of a process from /proc/<pid>/stat; None if it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = text[text.rindex(")") + 2 :].split()
+    return {"state": fields[0], "ppid": int(fields[1]), "session": int(fields[3])}
+
+
+def is_running(pid: int) -> bool:
+    stat = proc_stat(pid)
+    return stat is not None and stat["state"] != "Z"
+
+
+def children_of(ppid: int) -> list[tuple[int, str]]:
+    """(pid, state) of every process whose parent is ``ppid``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        stat = proc_stat(int(entry))
+        if stat is not None and stat["ppid"] == ppid:
+            found.append((int(entry), stat["state"]))
+    return found
+
+
+def poll(predicate: Callable[[], bool], timeout: float = DEADLINE) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+
+
+def read_json_file(path: Path) -> dict[str, Any]:
+    assert poll(path.exists), f"{path.name} did not appear within {DEADLINE} s"
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return data
+
+
+def port_is_free(port: int) -> int | None:
+    """Bind 127.0.0.1:port plainly (no SO_REUSEADDR); None if it worked, else the errno."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        probe.bind(("127.0.0.1", port))
+    except OSError as error:
+        return error.errno
+    finally:
+        probe.close()
+    return None
+
+
+# --- starting and stopping parents ---------------------------------------------------------
+
+
+@dataclass
+class Processes:
+    """Everything started for one scenario; all of it is killed by pid at teardown."""
+
+    parents: list[subprocess.Popen[str]] = field(default_factory=list)
+    children: list[tuple[int, str]] = field(default_factory=list)  # (pid, cmdline token)
+
+    def stop_all(self) -> None:
+        for pid, token in self.children:
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            if token.encode() not in cmdline:
+                continue  # the pid was reused by something that is not ours
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for parent in self.parents:
+            if parent.poll() is None:
+                try:
+                    os.kill(parent.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            parent.communicate()
+
+
+def child_token(mode: str, out: Path) -> str:
+    # A forked child keeps the parent's command line (which names `out`); a spawned one
+    # runs `python -m wove.spawn_child`.
+    return str(out) if mode == "fork" else "wove.spawn_child"
+
+
+def parent_command(mode: str, scenario: str, out: Path, *options: str) -> list[str]:
+    return [sys.executable, str(SCRIPT), mode, scenario, str(out), *options]
+
+
+@pytest.fixture(scope="module")
+def processes() -> Iterator[Processes]:
+    started = Processes()
+    yield started
+    started.stop_all()
+
+
+def wait_until_gone(pid: int) -> bool:
+    """True once ``pid`` has exited (gone, or a zombie of someone else's)."""
+    return poll(lambda: not is_running(pid))
+
+
+# --- scenario: the parent detaches a weave and exits at once ------------------------------
+
+
+@dataclass
+class ExitedRun:
+    mode: str
+    out: Path
+    report: dict[str, Any]
+    parent_stderr: str
+    child_running_at_parent_eof: bool
+    stat_while_running: dict[str, Any] | None
+    bind_errno: int | None
+    child_ran_through_bind: bool
+    on_done: dict[str, Any]
+    child_exited: bool
+
+    @property
+    def child_pid(self) -> int:
+        pid: int = self.report["child_pid"]
+        return pid
+
+    def lines(self, name: str) -> list[str]:
+        path = self.out / name
+        return path.read_text(encoding="utf-8").split() if path.exists() else []
+
+
+def run_exiting_parent(
+    mode: str, scenario: str, out: Path, processes: Processes, *options: str
+) -> ExitedRun:
+    out.mkdir(parents=True, exist_ok=True)
+    parent = subprocess.Popen(
+        parent_command(mode, scenario, out, *options),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    processes.parents.append(parent)
+    stdout, stderr = parent.communicate(timeout=DEADLINE)
+    on_done_path = out / "on_done.json"
+    assert parent.returncode == 0, stderr
+    report = json.loads(stdout)
+    child_pid = report["child_pid"]
+    assert isinstance(child_pid, int), report
+    processes.children.append((child_pid, child_token(mode, out)))
+
+    # The parent has exited and its stdout/stderr pipes reached EOF: if the child still
+    # runs now, it does not hold them.
+    running_at_eof = is_running(child_pid) and not on_done_path.exists()
+    stat = proc_stat(child_pid)
+    bind_errno = port_is_free(report["port"])
+    ran_through_bind = is_running(child_pid) and not on_done_path.exists()
+
+    on_done = read_json_file(on_done_path)
+    exited = wait_until_gone(child_pid)
+    return ExitedRun(
+        mode=mode,
+        out=out,
+        report=report,
+        parent_stderr=stderr,
+        child_running_at_parent_eof=running_at_eof,
+        stat_while_running=stat,
+        bind_errno=bind_errno,
+        child_ran_through_bind=ran_through_bind,
+        on_done=on_done,
+        child_exited=exited,
+    )
+
+
+@pytest.fixture(scope="module", params=["fork", "spawn"])
+def exited_ok(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    processes: Processes,
+) -> ExitedRun:
+    mode: str = request.param
+    out = tmp_path_factory.mktemp(f"exited-ok-{mode}")
+    options = ["--seconds", str(TASK_SECONDS)]
+    if mode == "fork":
+        options.append("--hook")
+    return run_exiting_parent(mode, "ok", out, processes, *options)
+
+
+@pytest.fixture(scope="module", params=["fork", "spawn"])
+def exited_failing(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    processes: Processes,
+) -> ExitedRun:
+    mode: str = request.param
+    out = tmp_path_factory.mktemp(f"exited-fail-{mode}")
+    return run_exiting_parent(mode, "fail", out, processes, "--log", "--seconds", "0.2")
+
+
+def test_parent_returns_from_the_block_at_once(exited_ok: ExitedRun) -> None:
+    elapsed = exited_ok.report["elapsed"]
+    assert elapsed < 0.1, f"{exited_ok.mode}: the block took {elapsed:.4f} s in the parent"
+
+
+def test_on_done_runs_in_the_child_with_its_own_pid(exited_ok: ExitedRun) -> None:
+    record, report = exited_ok.on_done, exited_ok.report
+    assert record["pid"] != report["parent_pid"]
+    assert record["pid"] == exited_ok.child_pid, "w.pid is not the pid that ran on_done"
+    assert record["error_type"] is None, record
+    assert record["final"] == f"slept {TASK_SECONDS}"
+    # on_done is a closure (shipped by cloudpickle for spawn): its cell arrived intact.
+    assert record["tag"] == f"closure-{exited_ok.mode}"
+    assert exited_ok.child_exited, "the detached child did not exit after on_done"
+
+
+def test_child_is_in_a_new_session_and_not_under_the_parent(exited_ok: ExitedRun) -> None:
+    stat = exited_ok.stat_while_running
+    report = exited_ok.report
+    assert stat is not None, "the detached child was not running right after the parent exited"
+    assert stat["state"] != "Z"
+    assert stat["ppid"] != report["parent_pid"]
+    assert stat["session"] != report["parent_sid"]
+    # Seen from inside the child too.
+    assert exited_ok.on_done["sid"] != report["parent_sid"]
+    assert exited_ok.on_done["ppid"] != report["parent_pid"]
+
+
+def test_child_does_not_hold_the_parents_output_pipes(exited_ok: ExitedRun) -> None:
+    # communicate() returned (EOF on the parent's stdout and stderr) while the child ran.
+    assert exited_ok.child_running_at_parent_eof
+
+
+def test_listening_port_can_be_bound_again_while_the_child_runs(exited_ok: ExitedRun) -> None:
+    assert exited_ok.child_ran_through_bind, "the child was not running during the bind"
+    assert exited_ok.bind_errno is None, (
+        f"{exited_ok.mode}: binding the parent's closed port failed with "
+        f"{errno.errorcode.get(exited_ok.bind_errno or 0)}: the child holds the listening socket"
+    )
+
+
+def test_parents_atexit_handler_does_not_run_in_the_child(exited_ok: ExitedRun) -> None:
+    assert exited_ok.child_exited
+    assert exited_ok.lines("atexit.txt") == [str(exited_ok.report["parent_pid"])]
+
+
+@pytest.mark.parametrize("exited_ok", ["fork"], indirect=True)
+def test_at_detached_child_hooks_run_in_the_child_only(exited_ok: ExitedRun) -> None:
+    assert exited_ok.child_exited
+    assert exited_ok.lines("hook.txt") == [str(exited_ok.child_pid)]
+
+
+def test_failing_task_in_the_child_reaches_on_done(exited_failing: ExitedRun) -> None:
+    record = exited_failing.on_done
+    assert record["pid"] == exited_failing.child_pid
+    assert record["pid"] != exited_failing.report["parent_pid"]
+    assert record["error_type"] == "ValueError"
+    assert record["error"] == "detached boom"
+    assert record["final"] is None
+
+
+def test_failing_task_in_the_child_is_logged_to_detached_output(
+    exited_failing: ExitedRun,
+) -> None:
+    assert exited_failing.child_exited
+    log = exited_failing.out / "detached.log"
+    assert log.exists(), "configure(detached_output=...) file was not written by the child"
+    text = log.read_text(encoding="utf-8")
+    assert "Traceback" in text
+    assert "ValueError: detached boom" in text
+    assert "failed" in text
+    # Nothing of it went to the parent's stderr (the parent had exited long before).
+    assert "detached boom" not in exited_failing.parent_stderr
+
+
+def test_failing_child_leaves_the_parents_atexit_alone(exited_failing: ExitedRun) -> None:
+    assert exited_failing.child_exited
+    assert exited_failing.lines("atexit.txt") == [str(exited_failing.report["parent_pid"])]
+
+
+# --- scenario: the parent stays alive and never reaps -------------------------------------
+
+
+@dataclass
+class LingeringRun:
+    mode: str
+    report: dict[str, Any]
+    stat_while_running: dict[str, Any] | None
+    bind_errno: int | None
+    on_done: dict[str, Any]
+    parent_alive_at_check: bool
+    zombies: list[tuple[int, str]]
+    children_at_check: list[tuple[int, str]]
+
+
+@pytest.fixture(scope="module", params=["fork", "spawn"])
+def lingering(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    processes: Processes,
+) -> LingeringRun:
+    mode: str = request.param
+    out = tmp_path_factory.mktemp(f"lingering-{mode}")
+    parent = subprocess.Popen(
+        parent_command(mode, "ok", out, "--linger", "--seconds", "1.0"),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    processes.parents.append(parent)
+    assert parent.stdout is not None
+    assert parent.stdin is not None
+    ready, _, _ = select.select([parent.stdout], [], [], DEADLINE)
+    assert ready, "the lingering parent printed nothing"
+    report = json.loads(parent.stdout.readline())
+    child_pid = report["child_pid"]
+    assert isinstance(child_pid, int), report
+    processes.children.append((child_pid, child_token(mode, out)))
+
+    stat = proc_stat(child_pid)
+    bind_errno = port_is_free(report["port"])  # the parent closed it and lives on
+    on_done = read_json_file(out / "on_done.json")
+    wait_until_gone(child_pid)
+
+    parent_pid = report["parent_pid"]
+
+    def no_zombie_children() -> bool:
+        return all(state != "Z" for _, state in children_of(parent_pid))
+
+    # Give a reaper (if the library needs one) a moment; a zombie that stays is a failure.
+    poll(no_zombie_children, timeout=3.0)
+    children = children_of(parent_pid)
+    alive = parent.poll() is None
+
+    parent.stdin.write("exit\n")
+    parent.stdin.flush()
+    parent.communicate(timeout=DEADLINE)
+    return LingeringRun(
+        mode=mode,
+        report=report,
+        stat_while_running=stat,
+        bind_errno=bind_errno,
+        on_done=on_done,
+        parent_alive_at_check=alive,
+        zombies=[child for child in children if child[1] == "Z"],
+        children_at_check=children,
+    )
+
+
+def test_no_zombie_is_left_under_a_parent_that_never_reaps(lingering: LingeringRun) -> None:
+    assert lingering.parent_alive_at_check, "the parent must still be alive for this check"
+    assert lingering.on_done["pid"] == lingering.report["child_pid"]
+    assert lingering.zombies == [], (
+        f"{lingering.mode}: <defunct> children under the parent: {lingering.zombies}"
+    )
+
+
+def test_child_runs_in_a_new_session_while_the_parent_lives(lingering: LingeringRun) -> None:
+    stat = lingering.stat_while_running
+    assert stat is not None
+    assert stat["state"] != "Z"
+    assert stat["session"] != lingering.report["parent_sid"]
+
+
+@pytest.mark.parametrize("lingering", ["fork"], indirect=True)
+def test_forked_child_is_reparented_away_from_a_live_parent(lingering: LingeringRun) -> None:
+    stat = lingering.stat_while_running
+    assert stat is not None
+    assert stat["ppid"] != lingering.report["parent_pid"], "no double fork: still our child"
+    assert lingering.on_done["ppid"] != lingering.report["parent_pid"]
+
+
+def test_port_closed_by_a_live_parent_is_free_while_the_child_runs(
+    lingering: LingeringRun,
+) -> None:
+    assert lingering.bind_errno is None, (
+        f"{lingering.mode}: {errno.errorcode.get(lingering.bind_errno or 0)}"
+    )
+
+
+# --- spawn without cloudpickle -------------------------------------------------------------
+
+
+def test_spawn_without_cloudpickle_names_the_extra(tmp_path: Path, processes: Processes) -> None:
+    parent = subprocess.Popen(
+        parent_command("spawn", "no-cloudpickle", tmp_path),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    processes.parents.append(parent)
+    stdout, stderr = parent.communicate(timeout=DEADLINE)
+    assert parent.returncode == 0, stderr
+    report = json.loads(stdout)
+    assert report["error_type"] == "ImportError", report
+    assert 'pip install "wove[spawn]"' in report["error"]
+    assert report["child_pid"] is None
+    assert not (tmp_path / "on_done.json").exists()
