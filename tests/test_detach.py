@@ -437,7 +437,8 @@ def test_spawn_without_cloudpickle_names_the_extra(tmp_path: Path, processes: Pr
     stdout, stderr = parent.communicate(timeout=DEADLINE)
     assert parent.returncode == 0, stderr
     report = json.loads(stdout)
-    assert report["error_type"] == "ImportError", report
+    assert report["error_type"] == "MissingDependencyError", report
+    assert report["is_wove_error"] is True
     assert 'pip install "wove[spawn]"' in report["error"]
     assert report["child_pid"] is None
     assert not (tmp_path / "on_done.json").exists()

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from . import lanes
+from .errors import MissingDependencyError
 
 logger: Final = logging.getLogger("wove")
 
@@ -36,7 +37,10 @@ def at_detached_child(hook: Callable[[], None]) -> Callable[[], None]:
     """Register ``hook`` to run first thing in every detached (forked) child.
 
     Use it to discard inherited resources that must not be used or closed in the child,
-    e.g. database connections shared with the parent. Usable as a decorator.
+    e.g. database connections shared with the parent. Hooks run after the inherited
+    descriptors were replaced by ``/dev/null`` and the standard streams redirected, so
+    closing or writing an inherited connection there cannot reach the parent's peer.
+    Usable as a decorator.
     """
     _child_hooks.append(hook)
     return hook
@@ -102,11 +106,13 @@ def _in_intermediate(read_end: int, write_end: int, body: Callable[[], int]) -> 
 
 def _in_detached_child(body: Callable[[], int]) -> int:
     try:
-        for hook in _child_hooks:
-            hook()
+        # Descriptors first: an inherited connection a hook discards (or that is garbage
+        # collected later) then writes to /dev/null, never to the parent's peer.
         _release_inherited_descriptors()
         _redirect_standard_streams()
         _reopen_log_files()
+        for hook in _child_hooks:
+            hook()
         return body()
     except BaseException:
         logger.exception("wove: detached child failed")
@@ -173,7 +179,7 @@ def dumps(payload: Any) -> bytes:
     try:
         import cloudpickle
     except ImportError:
-        raise ImportError(
+        raise MissingDependencyError(
             f"a detached weave started by spawning a new interpreter needs cloudpickle to "
             f"send its inline functions there; install it with: {SPAWN_EXTRA}"
         ) from None

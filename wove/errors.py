@@ -39,6 +39,11 @@ class CircularDependencyError(WoveError, RuntimeError):
         self.cycle = cycle
 
 
+class MissingDependencyError(WoveError, ImportError):
+    """An optional dependency a feature needs is not installed; the message names the
+    ``pip install`` line."""
+
+
 class WeaveStateError(WoveError, RuntimeError):
     """A weave (or ``merge``) was used at a point of its lifecycle where it cannot be."""
 

@@ -110,21 +110,25 @@ async def run_awaiting(recipe: Recipe, graph: Graph) -> Run:
 
 def start_background(
     recipe: Recipe,
+    planned: Graph | Exception,
     on_done: background.OnDone | None,
     conclude: Callable[[WoveResult], None],
 ) -> background.Completion:
-    """Start the weave and return at once; ``conclude`` then ``on_done`` get the result."""
+    """Start the weave and return at once; ``conclude`` then ``on_done`` get the result.
+
+    ``planned`` is the graph, or the error planning raised: in the background that error
+    reaches ``on_done`` (and the log) instead of the caller.
+    """
     completion = background.Completion(recipe.origin)
 
     def finish(result: WoveResult) -> None:
         conclude(result)
         background.deliver(result, on_done, completion)
 
-    try:
-        graph = plan_graph(recipe)
-    except Exception as error:  # a planning error reaches on_done, it is not lost
-        finish(failed_result(recipe, error))
+    if isinstance(planned, Exception):
+        finish(failed_result(recipe, planned))
         return completion
+    graph = planned
     runs: list[Run] = []
 
     def on_finish() -> None:

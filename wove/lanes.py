@@ -37,6 +37,13 @@ Job = Callable[[], None]
 logger: Final = logging.getLogger("wove")
 
 _IDLE_SECONDS: Final = 60.0
+
+
+def _retire() -> None:
+    """Sentinel job: the idle worker that takes it leaves the pool."""
+
+
+_RETIRE: Final = _retire
 _local = threading.local()
 
 
@@ -50,16 +57,18 @@ def _run_job(job: Job) -> None:
 class ThreadPool:
     """Daemon worker threads pulling jobs from one queue.
 
-    Daemon threads, because a sync task abandoned at its timeout must not keep the
-    interpreter from exiting.
+    A worker is started when a job arrives and more jobs wait than workers are idle,
+    up to the bound; a worker idle for a minute leaves. Daemon threads, because a sync
+    task abandoned at its timeout must not keep the interpreter from exiting.
     """
 
     def __init__(self, max_threads: int) -> None:
         self._max = max_threads
         self._queue: queue.SimpleQueue[Job] = queue.SimpleQueue()
-        self._idle = threading.Semaphore(0)  # one token per worker waiting for a job
         self._lock = threading.Lock()
         self._threads = 0
+        self._idle = 0  # workers waiting for a job
+        self._queued = 0  # jobs put and not yet taken
         self._names = itertools.count(1)
 
     @property
@@ -67,31 +76,56 @@ class ThreadPool:
         return self._max
 
     def submit(self, job: Job) -> None:
-        self._queue.put(job)
-        if self._idle.acquire(blocking=False):
-            return  # an idle worker will take it
         with self._lock:
-            if self._threads >= self._max:
-                return  # queued: the next worker to finish takes it
-            self._threads += 1
+            self._queued += 1
+            start = self._queued > self._idle and self._threads < self._max
+            if start:
+                self._threads += 1
+        self._queue.put(job)
+        if start:
+            self._start_worker()
+
+    def _start_worker(self) -> None:
         thread = threading.Thread(target=self._work, name=f"wove-{next(self._names)}", daemon=True)
         thread.start()
 
     def _work(self) -> None:
         _local.pool_worker = True
-        get, idle = self._queue.get, self._idle
+        get, lock = self._queue.get, self._lock
         while True:
+            with lock:
+                self._idle += 1
             try:
                 job = get(timeout=_IDLE_SECONDS)
             except queue.Empty:
-                # Leave only if no submitter has counted on this idle worker.
-                if idle.acquire(blocking=False):
-                    with self._lock:
+                with lock:
+                    if self._queued < self._idle:  # spare: no queued job counts on us
+                        self._idle -= 1
                         self._threads -= 1
-                    return
+                        return
+                    self._idle -= 1
                 continue
+            with lock:
+                self._idle -= 1
+                self._queued -= 1
+            if job is _RETIRE:
+                return  # counted out by resize()
             _run_job(job)
-            idle.release()
+            with lock:
+                if self._threads > self._max:  # the bound was lowered: leave
+                    self._threads -= 1
+                    return
+
+    def resize(self, max_threads: int) -> None:
+        """Change the bound; idle workers above a lowered bound leave now, busy ones
+        after their job."""
+        with self._lock:
+            self._max = max_threads
+            leaving = max(min(self._threads - max_threads, self._idle - self._queued), 0)
+            self._threads -= leaving
+            self._queued += leaving
+        for _ in range(leaving):
+            self._queue.put(_RETIRE)
 
     @contextmanager
     def blocking(self) -> Iterator[None]:
@@ -102,6 +136,11 @@ class ThreadPool:
             return
         with self._lock:
             self._max += 1
+            start = self._queued > self._idle and self._threads < self._max
+            if start:  # jobs queued behind the bound: serve them now
+                self._threads += 1
+        if start:
+            self._start_worker()
         try:
             yield
         finally:
@@ -290,7 +329,7 @@ def set_max_threads(count: int) -> None:
     with _lock:
         _max_threads = count
         if _pool is not None:
-            _pool._max = count
+            _pool.resize(count)
 
 
 def loop_for_sync_caller() -> LoopThread:

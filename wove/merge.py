@@ -81,7 +81,7 @@ def _in_thread(
         else:
             loop.call_soon_threadsafe(settle, value, None)
 
-    run.submit(job)
+    run.submit_counted(job)
     return future
 
 

@@ -161,6 +161,20 @@ class Run:
             return
         self._dispatch(list(self.graph.shape.roots), continue_as=None)
 
+    def submit_counted(self, job: Job) -> None:
+        """Run a job on the run's thread lane, counted as a running call: the weave does
+        not end while it runs (``merge`` sends a task's sync calls here)."""
+        with self._lock:
+            self._running += 1
+
+        def counted() -> None:
+            try:
+                job()
+            finally:
+                self._call_ended()
+
+        self.submit(counted)
+
     def cancel(self, reason: BaseException) -> None:
         """Stop the run from outside (its caller was cancelled or interrupted)."""
         self._fail(None, None, reason, ended_call=False)

@@ -189,7 +189,7 @@ def map_source_of(source: object) -> MapSource:
     if isinstance(source, str):
         return MapSource(name=source)
     if isinstance(source, Iterable) or hasattr(source, "__getitem__"):
-        return MapSource(iterable=source)
+        return MapSource(iterable=source)  # type: ignore[arg-type]
     raise DefinitionError(
         f"@do's first argument must be an iterable to map over or the name of a task or "
         f"keyword, got {type(source).__name__} {source!r}"

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from types import MappingProxyType
+from types import FunctionType, MappingProxyType
 from typing import Any, ClassVar
 
 from .decorator import Do
 from .errors import DefinitionError
-from .task_spec import TaskSpec
+from .task_spec import NO_OPTIONS, TaskSpec, make_spec
 
 _SPEC_ATTRIBUTE = "__wove_spec__"
 
@@ -41,14 +41,20 @@ class Weave:
                     tasks[name] = spec.overriding(tasks[name]) if name in tasks else spec
         for attribute, value in vars(cls).items():
             marked = getattr(value, _SPEC_ATTRIBUTE, None)
+            replaced = tasks.get(attribute)
             if not isinstance(marked, TaskSpec):
-                continue
+                if replaced is None or not isinstance(value, FunctionType):
+                    continue
+                # A plain method overrides a task as methods override: same task (its
+                # mapping and options kept), new body.
+                marked = make_spec(value, None, NO_OPTIONS, takes_self=True)._replace(
+                    map_source=replaced.map_source
+                )
             if marked.name != attribute:
                 raise DefinitionError(
                     f"{cls.__name__}.{attribute} is task {marked.name!r}; a Weave task's "
                     f"function must be defined under its own name"
                 )
-            replaced = tasks.get(attribute)
             tasks[attribute] = marked.overriding(replaced) if replaced else marked
         cls.wove_tasks = MappingProxyType(tasks)
 

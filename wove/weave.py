@@ -182,21 +182,33 @@ class WeaveBlock:
     def _detach(self) -> None:
         recipe = self._recipe()
         if not self._fork:
-            self._completion = execution.start_background(recipe, self._on_done, self._conclude)
+            planned: Graph | Exception
+            try:
+                planned = self._graph = execution.plan_graph(recipe)
+            except Exception as error:
+                planned = error
+            self._completion = execution.start_background(
+                recipe, planned, self._on_done, self._conclude
+            )
             return
         mode = self._fork
         if mode is True:
             mode = "fork" if detach.fork_available() else "spawn"
+        self._state = _State.DONE
         if mode == "fork":
             on_done = self._on_done
             self.pid = detach.fork_detached(lambda: execution.run_detached(recipe, on_done))
         else:
             self.pid = detach.spawn_detached(detach.dumps((recipe, self._on_done)))
-        self._state = _State.DONE
 
     @property
     def done(self) -> bool:
-        """Whether the weave (and a background weave's ``on_done``) has finished."""
+        """Whether the weave (and a background weave's ``on_done``) has finished.
+
+        A weave detached into its own process cannot be observed from here: reading
+        ``done`` (or calling ``wait``) raises :class:`WeaveStateError`.
+        """
+        self._refuse_detached("w.done")
         if self._completion is not None:
             return self._completion.is_set
         return self._result is not None
@@ -204,14 +216,17 @@ class WeaveBlock:
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for a background weave and its ``on_done``; False if still running after
         ``timeout`` seconds. Returns at once for a weave that already ran."""
+        self._refuse_detached("w.wait()")
         if self._completion is None:
-            if self.pid is not None:
-                raise WeaveStateError(
-                    f"this weave runs in a detached process (pid {self.pid}); its result stays "
-                    "there: use on_done= to act on it in the child"
-                )
             return self._result is not None
         return self._completion.wait(timeout)
+
+    def _refuse_detached(self, what: str) -> None:
+        if self.pid is not None:
+            raise WeaveStateError(
+                f"{what}: this weave runs in a detached process (pid {self.pid}) that this "
+                f"process does not follow; act on its end with on_done=, which runs there"
+            )
 
     # --- after the block -------------------------------------------------------------
 

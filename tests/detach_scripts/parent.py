@@ -102,8 +102,9 @@ def main() -> None:
                     raise ValueError("detached boom")
                 return f"slept {slept}"
 
-    except ImportError as error:
+    except ImportError as error:  # caught as the built-in class users know
         report["error_type"] = type(error).__name__
+        report["is_wove_error"] = isinstance(error, wove.WoveError)
         report["error"] = str(error)
         report["child_pid"] = None
     else:
