@@ -7,6 +7,7 @@ Forms: ``@do``, ``@do(**options)``, ``@do(iterable, **options)`` and
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from types import FunctionType
 from typing import Any, TypeVar, overload
 
 from .task_spec import (
@@ -57,6 +58,8 @@ class Do:
         workers: int | _Unset | None = UNSET,
         limit_per_minute: float | _Unset | None = UNSET,
     ) -> Any:
+        if type(source) is FunctionType:  # bare @do on a `def`: the hot path
+            return self._register(make_spec(source, None, NO_OPTIONS, self._takes_self), source)
         if callable(source) and not isinstance(source, str):  # bare @do: no options given
             return self._register(
                 make_spec(source, None, NO_OPTIONS, takes_self=self._takes_self), source

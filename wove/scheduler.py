@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import itertools
 import threading
 import time
@@ -140,7 +141,9 @@ class Run:
         self._waiting = dict(graph.shape.waiting)
         self._unfinished = len(graph.specs)
         self._running = 0  # calls in progress (on threads or the loop)
-        self._async_workers: set[asyncio.Task[None]] = set()
+        # Every asyncio task the run started (kept, not pruned: cancelling a done task is a
+        # no-op, and appending is cheaper than tracking completion).
+        self._async_workers: list[asyncio.Task[Any]] = []
         self._failure: BaseException | None = None
         self._finished = False
         self._collectors: tuple[Collector, ...] = ()
@@ -212,11 +215,18 @@ class Run:
                     ready.extend(self._complete(name, [], 0.0))
                     continue
                 work, count = mapped, mapped.worker_count()
+                if spec.is_async and self._plain(spec):
+                    self._launch_fan_out(mapped)
+                    continue
             if continuation is None and spec.is_async is continue_as:
                 continuation, count = work, count - 1
             for _ in range(count):
                 self._launch(work, spec.is_async)
         return continuation
+
+    def _plain(self, spec: TaskSpec) -> bool:
+        """No retries, timeout, worker bound, rate limit or tracing: the lean paths."""
+        return not self._collectors and (spec.options is NO_OPTIONS or spec.options == NO_OPTIONS)
 
     def _begin_mapped(self, spec: TaskSpec) -> _Mapped | None:
         node, source = self._nodes[spec.name], spec.map_source
@@ -229,7 +239,7 @@ class Run:
         except BaseException as error:
             self._fail(spec.name, None, error, ended_call=False)
             return None
-        kwargs = {name: self._values[name] for name in node.inputs}
+        kwargs = self._inputs(node.inputs)
         return _Mapped(spec, node.item_param, kwargs, items)
 
     def _launch(self, work: Work, is_async: bool) -> None:
@@ -242,16 +252,60 @@ class Run:
 
     def _spawn(self, loop: asyncio.AbstractEventLoop, work: Work) -> None:
         worker = loop.create_task(self._async_worker(work), context=self._context.copy())
-        with self._lock:
-            self._async_workers.add(worker)
-            failed = self._failure is not None
-        worker.add_done_callback(self._forget_worker)
-        if failed:
-            worker.cancel()
+        self._keep_tasks([worker])
 
-    def _forget_worker(self, worker: asyncio.Task[None]) -> None:
+    def _keep_tasks(self, tasks: list[asyncio.Task[Any]]) -> None:
         with self._lock:
-            self._async_workers.discard(worker)
+            self._async_workers.extend(tasks)
+            failed = self._failure is not None
+        if failed:
+            for task in tasks:
+                task.cancel()
+
+    # A plain mapped async task has the shape of asyncio.gather: one asyncio task per
+    # item, straight on the item's coroutine, settled by a done callback.
+
+    def _launch_fan_out(self, mapped: _Mapped) -> None:
+        loop = self.loop
+        assert loop is not None, "an async task needs a loop"
+        loop.call(lambda: self._fan_out(loop.loop, mapped))
+
+    def _fan_out(self, loop: asyncio.AbstractEventLoop, mapped: _Mapped) -> None:
+        function, kwargs, item_param = mapped.spec.function, mapped.kwargs, mapped.item_param
+        context, tasks = self._context, []
+        mapped.claimed = len(mapped.items)
+        mapped.first_start = _perf()
+        for index, item in enumerate(mapped.items):
+            try:
+                awaitable = function(**kwargs, **{item_param: item})
+            except Exception as error:  # raised before awaiting (e.g. a wrong argument)
+                awaitable = _raise(error)
+            if not asyncio.iscoroutine(awaitable):
+                awaitable = _await(awaitable)
+            task = loop.create_task(awaitable, context=context.copy())
+            task.add_done_callback(functools.partial(self._item_done, mapped, index))
+            tasks.append(task)
+        with self._lock:  # none of them has run yet: this callback holds the loop
+            self._running += len(tasks)
+        self._keep_tasks(tasks)
+
+    def _item_done(self, mapped: _Mapped, index: int, task: asyncio.Task[Any]) -> None:
+        if task.cancelled():
+            self._call_cancelled(mapped.name, index, asyncio.CancelledError())
+            return
+        error = task.exception()
+        value = None if error is not None else task.result()
+        ready = self._settle_item(mapped, index, value, error, mapped.first_start)
+        if ready:
+            self._dispatch(ready, None)
+
+    def _inputs(self, names: tuple[str, ...]) -> dict[str, Any]:
+        # No lock: a value is written under the lock before its dependents become ready,
+        # and never changes after.
+        values = self._values
+        if len(names) == 1:
+            return {names[0]: values[names[0]]}
+        return {name: values[name] for name in names}
 
     def _start_call(self, name: str) -> bool:
         """Count a call as running; False if the run has failed (start nothing)."""
@@ -293,7 +347,7 @@ class Run:
         """Run ``name`` (counted as running), then each sync task it hands over to."""
         while name is not None:
             spec = self._specs[name]
-            kwargs = {input_: self._values[input_] for input_ in self._nodes[name].inputs}
+            kwargs = self._inputs(self._nodes[name].inputs)
             value, error, start = self._call_sync(spec, None, kwargs)
             if value is _ABANDONED:
                 return None
@@ -396,7 +450,7 @@ class Run:
         """Run ``name`` (counted as running), then each async task it hands over to."""
         while name is not None:
             spec = self._specs[name]
-            kwargs = {input_: self._values[input_] for input_ in self._nodes[name].inputs}
+            kwargs = self._inputs(self._nodes[name].inputs)
             try:
                 if spec.options is NO_OPTIONS and not self._collectors:
                     start = _perf()  # the common case, kept lean
@@ -525,10 +579,11 @@ class Run:
             mapped.first_start = min(mapped.first_start, start)
             mapped.last_end = max(mapped.last_end, end)
             mapped.left -= 1
-            if mapped.left:
-                return []
-            duration = mapped.last_end - mapped.first_start
-            ready = self._complete_locked(mapped.name, mapped.results, duration)
+            ready = []
+            if not mapped.left:
+                duration = mapped.last_end - mapped.first_start
+                ready = self._complete_locked(mapped.name, mapped.results, duration)
+            # (also when items are left: after a failure, this may be the last call)
             finished = self._finishing_locked()
         if finished:
             self._on_finish()
@@ -661,3 +716,12 @@ class Run:
             lanes.deadlines().arm(time.monotonic() + interval, report)
 
         lanes.deadlines().arm(time.monotonic() + interval, report)
+
+
+async def _await(awaitable: Any) -> Any:
+    """A coroutine around an awaitable that is not one (a future, a custom object)."""
+    return await awaitable
+
+
+async def _raise(error: BaseException) -> Any:
+    raise error

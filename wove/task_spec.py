@@ -139,7 +139,6 @@ def make_spec(
     function: object,
     map_source: object | None,
     options: TaskOptions,
-    *,
     takes_self: bool = False,
 ) -> TaskSpec:
     """Validate a decorated callable and its options, and freeze them into a spec."""
