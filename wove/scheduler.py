@@ -34,7 +34,9 @@ from .result import WoveResult
 from .task_spec import NO_OPTIONS, TaskSpec
 from .tracing import Collector, Status, TraceRecord
 
-_current_run: contextvars.ContextVar[Run] = contextvars.ContextVar("wove_current_run")
+_current_run: contextvars.ContextVar[Run | None] = contextvars.ContextVar(
+    "wove_current_run", default=None
+)
 _ids = itertools.count(1)
 _perf = time.perf_counter
 _ABANDONED: Final = object()  # a sync call given up at its timeout (already reported)
@@ -42,7 +44,7 @@ _ABANDONED: Final = object()  # a sync call given up at its timeout (already rep
 
 def current_run() -> Run | None:
     """The run whose task is executing in this context, if any."""
-    return _current_run.get(None)
+    return _current_run.get()
 
 
 class LoopBinding:
@@ -655,6 +657,12 @@ class Run:
         if self._unfinished and (self._failure is None or self._running):
             return False
         self._finished = True
+        # Nothing is left to cancel: let finished asyncio tasks go now, not when the
+        # (cyclic, through the context) run is collected; asyncio.run walks all live ones.
+        self._async_workers = []
+        # And break the run <-> context cycle, so values are freed with the result, not
+        # at the next cyclic collection (merge() after the end is refused, as it should).
+        self._context.run(_current_run.set, None)
         return True
 
     # --- visibility ------------------------------------------------------------------
