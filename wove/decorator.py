@@ -17,6 +17,7 @@ from .task_spec import (
     TaskSpec,
     _Unset,
     check_options,
+    known_function_spec,
     make_spec,
     map_source_of,
 )
@@ -59,7 +60,10 @@ class Do:
         limit_per_minute: float | _Unset | None = UNSET,
     ) -> Any:
         if type(source) is FunctionType:  # bare @do on a `def`: the hot path
-            return self._register(make_spec(source, None, NO_OPTIONS, self._takes_self), source)
+            spec = known_function_spec(source, self._takes_self)
+            if spec is None:
+                spec = make_spec(source, None, NO_OPTIONS, self._takes_self)
+            return self._register(spec, source)
         if callable(source) and not isinstance(source, str):  # bare @do: no options given
             return self._register(
                 make_spec(source, None, NO_OPTIONS, takes_self=self._takes_self), source

@@ -450,11 +450,12 @@ class Run:
 
     async def _async_chain(self, name: str | None) -> Work | None:
         """Run ``name`` (counted as running), then each async task it hands over to."""
+        specs, nodes, lean = self._specs, self._nodes, not self._collectors
         while name is not None:
-            spec = self._specs[name]
-            kwargs = self._inputs(self._nodes[name].inputs)
+            spec = specs[name]
+            kwargs = self._inputs(nodes[name].inputs)
             try:
-                if spec.options is NO_OPTIONS and not self._collectors:
+                if lean and spec.options is NO_OPTIONS:
                     start = _perf()  # the common case, kept lean
                     error: BaseException | None = None
                     try:

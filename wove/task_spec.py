@@ -135,6 +135,20 @@ _METHOD_SIGNATURES: dict[CodeType, Signature] = {}  # Weave class tasks (with se
 _SIGNATURE_CACHE_SIZE: Final = 4096
 
 
+def known_function_spec(function: FunctionType, takes_self: bool) -> TaskSpec | None:
+    """The spec of a bare ``@do`` on a ``def`` whose code was read before, else None.
+
+    The common case, on the hot path of every run of a block: nothing is left to
+    validate once the code object's signature is cached.
+    """
+    signature = (_METHOD_SIGNATURES if takes_self else _SIGNATURES).get(function.__code__)
+    if signature is None or function.__dict__:
+        return None
+    return TaskSpec(
+        function.__name__, function, signature.is_async, signature, None, NO_OPTIONS, takes_self
+    )
+
+
 def make_spec(
     function: object,
     map_source: object | None,
@@ -142,19 +156,6 @@ def make_spec(
     takes_self: bool = False,
 ) -> TaskSpec:
     """Validate a decorated callable and its options, and freeze them into a spec."""
-    if type(function) is FunctionType and options is NO_OPTIONS and map_source is None:
-        # The common case, `@w.do` on a `def`, on the hot path of every run of a block.
-        signature = (_METHOD_SIGNATURES if takes_self else _SIGNATURES).get(function.__code__)
-        if signature is not None and not function.__dict__:
-            return TaskSpec(
-                function.__name__,
-                function,
-                signature.is_async,
-                signature,
-                None,
-                options,
-                takes_self,
-            )
     _refuse_coroutine(function)
     if not callable(function):
         raise DefinitionError(
