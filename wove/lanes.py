@@ -64,6 +64,7 @@ class ThreadPool:
 
     def __init__(self, max_threads: int) -> None:
         self._max = max_threads
+        self._lent = 0  # extra threads lent to pool threads blocked on nested weaves
         self._queue: queue.SimpleQueue[Job] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._threads = 0
@@ -78,7 +79,7 @@ class ThreadPool:
     def submit(self, job: Job) -> None:
         with self._lock:
             self._queued += 1
-            start = self._queued > self._idle and self._threads < self._max
+            start = self._queued > self._idle and self._threads < self._max + self._lent
             if start:
                 self._threads += 1
         self._queue.put(job)
@@ -111,8 +112,9 @@ class ThreadPool:
             if job is _RETIRE:
                 return  # counted out by resize()
             _run_job(job)
+            del job  # an idle worker must not keep the last weave's values alive
             with lock:
-                if self._threads > self._max:  # the bound was lowered: leave
+                if self._threads > self._max + self._lent:  # the bound was lowered: leave
                     self._threads -= 1
                     return
 
@@ -121,7 +123,8 @@ class ThreadPool:
         after their job."""
         with self._lock:
             self._max = max_threads
-            leaving = max(min(self._threads - max_threads, self._idle - self._queued), 0)
+            excess = self._threads - max_threads - self._lent
+            leaving = max(min(excess, self._idle - self._queued), 0)
             self._threads -= leaving
             self._queued += leaving
         for _ in range(leaving):
@@ -135,8 +138,8 @@ class ThreadPool:
             yield
             return
         with self._lock:
-            self._max += 1
-            start = self._queued > self._idle and self._threads < self._max
+            self._lent += 1
+            start = self._queued > self._idle and self._threads < self._max + self._lent
             if start:  # jobs queued behind the bound: serve them now
                 self._threads += 1
         if start:
@@ -145,7 +148,7 @@ class ThreadPool:
             yield
         finally:
             with self._lock:
-                self._max -= 1
+                self._lent -= 1
 
 
 class Limiter:

@@ -11,46 +11,49 @@ from collections.abc import Mapping
 from typing import Any
 
 from .graph import Graph
+from .task_spec import TaskSpec
 
 logger = logging.getLogger("wove")
 
 
 def execution_plan(graph: Graph) -> dict[str, Any]:
     """A fresh dict describing the graph (mutating it cannot affect the weave)."""
+    tasks = graph.tasks  # built on each access: read it once
     return {
-        "dependencies": {n: set(p.dependencies) for n, p in graph.tasks.items()},
-        "dependents": {n: set(p.dependents) for n, p in graph.tasks.items()},
+        "dependencies": {n: set(p.dependencies) for n, p in tasks.items()},
+        "dependents": {n: set(p.dependents) for n, p in tasks.items()},
         "tiers": [list(tier) for tier in graph.tiers],
         "sorted_tasks": list(graph.order),
         "tasks": {
             name: {
                 "kind": "async" if plan.spec.is_async else "sync",
-                "mapped_over": _source(graph, name),
+                "mapped_over": _source(plan.spec),
                 "inputs": list(plan.inputs),
                 "retries": plan.spec.retries,
                 "timeout": plan.spec.timeout,
                 "workers": plan.spec.workers,
                 "limit_per_minute": plan.spec.limit_per_minute,
             }
-            for name, plan in graph.tasks.items()
+            for name, plan in tasks.items()
         },
     }
 
 
-def _source(graph: Graph, name: str) -> str | None:
-    source = graph.tasks[name].spec.map_source
+def _source(spec: TaskSpec) -> str | None:
+    source = spec.map_source
     return None if source is None else source.describe()
 
 
 def describe(graph: Graph, data: Mapping[str, Any], origin: str) -> str:
     """The plan as text a person can read top to bottom."""
+    tasks = graph.tasks
     lines = [f"wove: execution plan for the weave at {origin}"]
     if data:
         lines.append(f"  keywords: {', '.join(data)}")
     for level, tier in enumerate(graph.tiers):
         lines.append(f"  tier {level}:")
         for name in tier:
-            plan = graph.tasks[name]
+            plan = tasks[name]
             spec = plan.spec
             kind = "async" if spec.is_async else "sync"
             source = spec.map_source

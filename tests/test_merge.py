@@ -1,0 +1,269 @@
+"""``await merge(fn)`` / ``await merge(fn, items)`` inside a running task."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+import wove
+from wove import merge, weave
+
+
+class Overlap:
+    """Counts how many calls are inside ``running()`` at once (the most ever: ``peak``)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.now = 0
+        self.peak = 0
+        self.calls = 0
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        with self._lock:
+            self.now += 1
+            self.calls += 1
+            self.peak = max(self.peak, self.now)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.now -= 1
+
+
+def _sync_answer() -> str:
+    return f"sync on {threading.current_thread().name}"
+
+
+async def _async_answer() -> str:
+    await asyncio.sleep(0)
+    return f"async on {threading.current_thread().name}"
+
+
+def test_merge_calls_a_sync_or_async_function_once() -> None:
+    async def main() -> tuple[str, str, str]:
+        async with weave() as w:
+
+            @w.do
+            async def merged() -> tuple[str, str]:
+                return await merge(_sync_answer), await merge(_async_answer)
+
+        sync_value, async_value = w.result.merged
+        return sync_value, async_value, threading.current_thread().name
+
+    sync_value, async_value, caller = asyncio.run(main())
+    assert sync_value.startswith("sync on wove-")
+    assert async_value == f"async on {caller}"
+
+
+def test_merge_in_a_sync_weave_async_task() -> None:
+    with weave() as w:
+
+        @w.do
+        async def merged() -> tuple[str, int]:
+            return await merge(_sync_answer), await merge(lambda: 5)
+
+    sync_value, five = w.result.merged
+    assert sync_value.startswith("sync on wove-")
+    assert not sync_value.startswith("sync on wove-loop")
+    assert five == 5
+
+
+def test_merge_over_items_keeps_input_order() -> None:
+    def sync_step(seconds: float) -> float:
+        time.sleep(seconds)
+        return seconds
+
+    async def async_step(seconds: float) -> float:
+        await asyncio.sleep(seconds)
+        return -seconds
+
+    delays = [0.08, 0.0, 0.05, 0.02, 0.06]
+    with weave() as w:
+
+        @w.do
+        async def merged() -> tuple[list[float], list[float]]:
+            return await merge(sync_step, delays), await merge(async_step, delays)
+
+    sync_values, async_values = w.result.merged
+    assert sync_values == delays
+    assert async_values == [-d for d in delays]
+
+
+def test_merge_runs_sync_items_in_pool_threads_concurrently() -> None:
+    overlap = Overlap()
+    loop_threads: list[str] = []
+
+    def item(number: int) -> tuple[int, str]:
+        with overlap.running():
+            time.sleep(0.05)
+        return number, threading.current_thread().name
+
+    with weave() as w:
+
+        @w.do
+        async def merged() -> list[tuple[int, str]]:
+            loop_threads.append(threading.current_thread().name)
+            return await merge(item, range(10))
+
+    values = w.result.merged
+    assert [number for number, _ in values] == list(range(10))
+    names = {name for _, name in values}
+    assert all(name.startswith("wove-") for name in names)
+    assert loop_threads[0] not in names
+    assert overlap.calls == 10
+    assert overlap.peak >= 8
+
+
+def test_merge_runs_async_items_concurrently() -> None:
+    overlap = Overlap()
+
+    async def item(number: int) -> int:
+        with overlap.running():
+            await asyncio.sleep(0.05)
+        return number * 2
+
+    async def main() -> list[int]:
+        async with weave() as w:
+
+            @w.do
+            async def merged() -> list[int]:
+                return await merge(item, range(20))
+
+        return w.result.merged  # type: ignore[no-any-return]
+
+    assert asyncio.run(main()) == [n * 2 for n in range(20)]
+    assert overlap.peak == 20
+
+
+def test_a_failing_item_cancels_the_others_and_is_raised() -> None:
+    cancelled: list[int] = []
+    raised: list[BaseException] = []
+
+    async def item(number: int) -> int:
+        if number == 3:
+            await asyncio.sleep(0.02)
+            error = ValueError("item 3 failed")
+            raised.append(error)
+            raise error
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            cancelled.append(number)
+            raise
+        return number
+
+    started = time.monotonic()
+    with weave() as w:
+
+        @w.do
+        async def merged() -> BaseException | None:
+            try:
+                await merge(item, range(6))
+            except ValueError as error:
+                return error
+            return None
+
+    assert time.monotonic() - started < 1.5
+    assert w.result.merged is raised[0]
+    assert sorted(cancelled) == [0, 1, 2, 4, 5]
+
+
+def test_a_failing_merge_fails_the_task_and_the_weave() -> None:
+    raised: list[BaseException] = []
+
+    def item(number: int) -> int:
+        if number == 1:
+            error = KeyError(number)
+            raised.append(error)
+            raise error
+        return number
+
+    with pytest.raises(KeyError) as caught, weave() as w:
+
+        @w.do
+        async def merged() -> list[int]:
+            return await merge(item, [0, 1, 2])
+
+    assert caught.value is raised[0]
+    assert w.result.exception is raised[0]
+
+
+def test_sync_merge_calls_end_before_the_block_does() -> None:
+    finished: list[int] = []
+    lock = threading.Lock()
+
+    def item(number: int) -> int:
+        if number == 0:
+            time.sleep(0.02)
+            raise ValueError("item 0")
+        time.sleep(0.2)
+        with lock:
+            finished.append(number)
+        return number
+
+    with pytest.raises(ValueError, match="item 0"), weave() as w:
+
+        @w.do
+        async def merged() -> list[int]:
+            return await merge(item, range(4))
+
+    assert sorted(finished) == [1, 2, 3]  # no thread of the weave outlives its block
+
+
+def test_merge_outside_a_weave_raises_at_call_time() -> None:
+    with pytest.raises(wove.WeaveStateError) as caught:
+        merge(_sync_answer)
+    assert isinstance(caught.value, RuntimeError)
+    assert isinstance(caught.value, wove.WoveError)
+
+    async def not_in_a_weave() -> None:
+        merge(_async_answer, [1, 2])  # raises before anything is awaited
+
+    with pytest.raises(RuntimeError, match="merge"):
+        asyncio.run(not_in_a_weave())
+
+
+def test_merge_in_a_sync_task_raises_weave_state_error() -> None:
+    with pytest.raises(wove.WeaveStateError) as caught, weave() as w:
+
+        @w.do
+        def in_thread() -> object:
+            return merge(_sync_answer)
+
+    assert isinstance(caught.value, RuntimeError)
+    assert "in_thread" in "\n".join(getattr(caught.value, "__notes__", []))
+
+
+def test_merge_in_a_sync_task_of_an_async_block_raises() -> None:
+    async def main() -> None:
+        async with weave() as w:
+
+            @w.do
+            def in_thread() -> object:
+                return merge(_async_answer)
+
+    with pytest.raises(wove.WeaveStateError):
+        asyncio.run(main())
+
+
+def test_empty_items_give_an_empty_list() -> None:
+    calls: list[object] = []
+
+    def item(value: object) -> object:
+        calls.append(value)
+        return value
+
+    with weave() as w:
+
+        @w.do
+        async def merged() -> list[object]:
+            return await merge(item, [])
+
+    assert w.result.merged == []
+    assert calls == []
