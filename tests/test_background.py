@@ -427,3 +427,44 @@ def test_sequential_background_weaves_reuse_the_shared_pool() -> None:
         assert w.result.small == index
     grown = peak - before
     assert grown <= 5, f"{grown} new threads for 20 sequential background weaves"
+
+
+def test_the_execution_plan_of_a_background_weave_is_readable_at_once() -> None:
+    with weave(background=True) as w:
+
+        @w.do
+        def first() -> int:
+            return 1
+
+        @w.do
+        def second(first: int) -> int:
+            return first + 1
+
+    assert w.execution_plan["sorted_tasks"] == ["first", "second"]
+    assert w.wait(5)
+    assert w.result.second == 2
+
+
+def test_done_and_wait_refuse_a_detached_weave(tmp_path: Any) -> None:
+    import os
+    import signal
+
+    with weave(background=True, fork=True) as w:
+
+        @w.do
+        def nothing() -> None:
+            return None
+
+    try:
+        assert isinstance(w.pid, int)
+        with pytest.raises(wove.WeaveStateError, match="detached process"):
+            w.wait(1)
+        with pytest.raises(wove.WeaveStateError, match="on_done"):
+            _ = w.done
+        with pytest.raises(wove.WeaveStateError):
+            _ = w.result
+    finally:
+        try:
+            os.kill(w.pid or 0, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

@@ -391,3 +391,26 @@ def test_sync_weave_inside_an_async_task_of_an_async_weave() -> None:
         return w.result.nested  # type: ignore[no-any-return]
 
     assert _finishes_within(5, lambda: asyncio.run(main())) == 42
+
+
+def test_an_idle_worker_does_not_keep_the_last_weaves_values() -> None:
+    import gc
+    import weakref
+
+    class Payload:
+        pass
+
+    refs: list[weakref.ref[Payload]] = []
+    with weave() as w:
+
+        @w.do
+        def made() -> Payload:
+            payload = Payload()
+            refs.append(weakref.ref(payload))
+            return payload
+
+    del w
+    gc.collect()
+    time.sleep(0.05)  # let the worker get back to waiting for a job
+    gc.collect()
+    assert refs[0]() is None

@@ -268,3 +268,31 @@ def test_async_class_tasks_in_async_with():
         return w.result
 
     assert asyncio.run(main()).final == "user 5"
+
+
+def test_a_plain_method_overrides_an_inherited_task_like_a_method() -> None:
+    attempts: list[int] = []
+
+    class Base(Weave):
+        @Weave.do("numbers", retries=2)
+        def doubled(self, number: int) -> int:
+            return number * 2
+
+        @Weave.do
+        def total(self, doubled: list[int]) -> int:
+            return sum(doubled)
+
+    class Tripled(Base):
+        def doubled(self, number: int) -> int:  # no decorator: still the task, new body
+            attempts.append(number)
+            if len(attempts) == 1:
+                raise ConnectionError("flaky once")
+            return number * 3
+
+    with weave(Tripled, numbers=[1, 2]) as w:
+        pass
+
+    assert w.result.doubled == [3, 6]  # still mapped over `numbers`
+    assert w.result.final == 9  # and still feeds `total`
+    assert len(attempts) == 3  # retries=2 inherited: the first failure was retried
+    assert list(Tripled.wove_tasks) == ["doubled", "total"]
