@@ -9,10 +9,14 @@ STAMP := $(VENV)/.installed
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# The package is installed (not linked) and pytest runs from .venv/bin, so the tests
+# import what a user would install, not the source tree by accident; any change under
+# wove/ reinstalls it.
+$(STAMP): pyproject.toml $(shell find wove -name '*.py' -o -name 'py.typed')
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet --force-reinstall --no-deps .
+	$(PY) -m pip install --quiet ".[test]"
 	touch $(STAMP)
 
 lint: $(STAMP)
@@ -23,7 +27,7 @@ types: $(STAMP)
 	$(VENV)/bin/mypy --strict wove
 
 unit: $(STAMP)
-	$(PY) -m pytest
+	$(VENV)/bin/pytest
 
 test: lint types unit
 
