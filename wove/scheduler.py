@@ -64,6 +64,7 @@ class _Mapped:
     """A mapped task's items and their progress (guarded by the run's lock)."""
 
     __slots__ = (
+        "broken",
         "claimed",
         "first_start",
         "item_param",
@@ -89,6 +90,7 @@ class _Mapped:
         self.results: list[Any] = [None] * len(items)
         self.left = len(items)
         self.claimed = 0
+        self.broken = False  # an item failed or was cancelled (fan-out path)
         self.first_start = float("inf")
         self.last_end = 0.0
         self.started_at = time.monotonic()
@@ -274,10 +276,14 @@ class Run:
 
     def _fan_out(self, loop: asyncio.AbstractEventLoop, mapped: _Mapped) -> None:
         function, kwargs, item_param = mapped.spec.function, mapped.kwargs, mapped.item_param
-        context, tasks = self._context, []
+        context, tasks = self._context, list[asyncio.Task[Any]]()
         mapped.claimed = len(mapped.items)
         mapped.first_start = _perf()
-        for index, item in enumerate(mapped.items):
+        # Settled by one callback on the loop thread, which alone touches `mapped.left`
+        # here: the items count down without the lock, and the values are read from the
+        # tasks once all are done, as gather does.
+        settle = functools.partial(self._item_settled, mapped, tasks)
+        for item in mapped.items:
             try:
                 awaitable = function(**kwargs, **{item_param: item})
             except Exception as error:  # raised before awaiting (e.g. a wrong argument)
@@ -285,19 +291,37 @@ class Run:
             if not asyncio.iscoroutine(awaitable):
                 awaitable = _await(awaitable)
             task = loop.create_task(awaitable, context=context.copy())
-            task.add_done_callback(functools.partial(self._item_done, mapped, index))
+            task.add_done_callback(settle)
             tasks.append(task)
         with self._lock:  # none of them has run yet: this callback holds the loop
             self._running += len(tasks)
         self._keep_tasks(tasks)
 
-    def _item_done(self, mapped: _Mapped, index: int, task: asyncio.Task[Any]) -> None:
+    def _item_settled(
+        self, mapped: _Mapped, tasks: list[asyncio.Task[Any]], task: asyncio.Task[Any]
+    ) -> None:
         if task.cancelled():
-            self._call_cancelled(mapped.name, index, asyncio.CancelledError())
+            if self._failure is None:  # cancelled from outside the weave
+                self._fail(
+                    mapped.name, tasks.index(task), asyncio.CancelledError(), ended_call=False
+                )
+            mapped.broken = True
+        elif (error := task.exception()) is not None:
+            self._fail(mapped.name, tasks.index(task), error, ended_call=False)
+            mapped.broken = True
+        mapped.left -= 1
+        if mapped.left:
             return
-        error = task.exception()
-        value = None if error is not None else task.result()
-        ready = self._settle_item(mapped, index, value, error, mapped.first_start)
+        end = _perf()
+        ready: list[str] = []
+        with self._lock:
+            self._running -= len(tasks)
+            if not mapped.broken:
+                values = [done.result() for done in tasks]
+                ready = self._complete_locked(mapped.name, values, end - mapped.first_start)
+            finished = self._finishing_locked()
+        if finished:
+            self._on_finish()
         if ready:
             self._dispatch(ready, None)
 
