@@ -535,3 +535,32 @@ def test_outer_cancellation_of_an_async_block_cancels_its_tasks() -> None:
         asyncio.run(main())
     assert time.monotonic() - started < 1.5
     assert sorted(seen) == ["item1", "item2", "slow"]
+
+
+def test_a_failing_item_cancels_its_sibling_items_at_once() -> None:
+    cancelled: list[int] = []
+
+    async def main() -> None:
+        async with weave() as w:
+
+            @w.do(range(5))
+            async def fetched(item: int) -> int:
+                if item == 0:
+                    raise LookupError("item 0 is missing")
+                try:
+                    await asyncio.sleep(5)
+                except asyncio.CancelledError:
+                    cancelled.append(item)
+                    raise
+                return item
+
+            @w.do
+            async def summary(fetched: list[int]) -> int:
+                return sum(fetched)
+
+    started = time.monotonic()
+    with pytest.raises(LookupError, match="item 0") as caught:
+        asyncio.run(main())
+    assert time.monotonic() - started < 2.0
+    assert sorted(cancelled) == [1, 2, 3, 4]
+    assert "item 0" in _notes(caught.value)
