@@ -13,6 +13,7 @@ from .decorator import Do
 from .errors import DefinitionError, InvalidOptionError, WeaveStateError
 from .graph import Graph, check_data_names
 from .result import WoveResult
+from .scheduler import Run
 from .task_spec import TaskSpec
 from .template import Weave
 
@@ -115,7 +116,9 @@ class WeaveBlock:
         self._result = result
         self._state = _State.DONE
 
-    def _raise_failure(self) -> None:
+    def _finish(self, run: Run) -> None:
+        """Keep the result; re-raise the first failure, unchanged, from the block."""
+        self._conclude(execution.result_of(run))
         assert self._result is not None
         if self._result.exception is not None:
             raise self._result.exception
@@ -148,8 +151,7 @@ class WeaveBlock:
             run = execution.run_blocking(recipe, graph)
         finally:
             self._state = _State.DONE
-        self._conclude(execution.result_of(run))
-        self._raise_failure()
+        self._finish(run)
 
     # --- async -----------------------------------------------------------------------
 
@@ -164,18 +166,19 @@ class WeaveBlock:
     ) -> None:
         if exc_type is not None:
             self._body_failed()
-            return
-        if self._background:
+        elif self._background:
             self._detach()
-            return
+        else:
+            await self._run_awaiting()
+
+    async def _run_awaiting(self) -> None:
         recipe = self._recipe()
         graph = self._plan(recipe)
         try:
             run = await execution.run_awaiting(recipe, graph)
         finally:
             self._state = _State.DONE
-        self._conclude(execution.result_of(run))
-        self._raise_failure()
+        self._finish(run)
 
     # --- background ------------------------------------------------------------------
 
