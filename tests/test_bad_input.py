@@ -310,8 +310,57 @@ def test_do_after_the_block_ran():
 
 def test_do_before_the_block_is_entered():
     w = weave()
+
+    def early():
+        return None
+
     with raises(RuntimeError, wove.WeaveStateError, "before its block was entered"):
-        w.do(lambda: None)
+        w.do(early)
+
+
+def test_a_lambda_is_refused_it_has_no_name():
+    with raises(TypeError, wove.DefinitionError, "lambda"), weave() as w:
+        w.do(lambda: 1)
+
+
+def test_merge_over_a_non_iterable_names_it():
+    with weave() as w:
+
+        @w.do
+        async def merged():
+            try:
+                await merge(str, 5)
+            except wove.MappingError as error:
+                return str(error)
+            return "no error"
+
+    assert "int" in w.result.merged
+    assert "not iterable" in w.result.merged
+
+
+def test_an_unknown_result_name_is_a_wove_error():
+    with weave() as w:
+
+        @w.do
+        def known():
+            return 1
+
+    with raises(KeyError, wove.UnknownNameError, "no task or keyword named 'nope'"):
+        w.result["nope"]
+    with raises(AttributeError, wove.UnknownNameError, "known"):
+        w.result.nope  # noqa: B018
+    assert getattr(w.result, "nope", "default") == "default"
+
+
+def test_parent_weave_can_be_passed_by_keyword():
+    class Template(Weave):
+        @Weave.do
+        def value(self):
+            return 42
+
+    with weave(parent_weave=Template) as w:
+        pass
+    assert w.result.final == 42
 
 
 def test_entering_the_same_weave_twice():

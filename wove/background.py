@@ -44,7 +44,8 @@ class Completion:
         return self._event.is_set()
 
     def wait(self, timeout: float | None) -> bool:
-        return self._event.wait(timeout)
+        with lanes.thread_pool().blocking():  # a pool thread waiting lends its place
+            return self._event.wait(timeout)
 
     def set(self) -> None:
         with _lock:

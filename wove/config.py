@@ -46,7 +46,11 @@ def configure(
     global _settings
     if max_threads is not None and (type(max_threads) is not int or max_threads < 1):
         raise InvalidOptionError(f"max_threads must be an int >= 1, got {max_threads!r}")
-    if stuck_after is not None and (not isinstance(stuck_after, int | float) or stuck_after <= 0):
+    if stuck_after is not None and (
+        not isinstance(stuck_after, int | float)
+        or isinstance(stuck_after, bool)
+        or stuck_after <= 0
+    ):
         raise InvalidOptionError(
             f"stuck_after must be a number of seconds > 0, got {stuck_after!r}"
         )

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from types import FunctionType
 from typing import Any, TypeVar, overload
 
+from .errors import DefinitionError
 from .task_spec import (
     NO_OPTIONS,
     UNSET,
@@ -33,6 +34,19 @@ class Do:
     def __init__(self, register: Callable[[TaskSpec, Any], Any], *, takes_self: bool) -> None:
         self._register = register
         self._takes_self = takes_self
+
+    def _registered(self, spec: TaskSpec, function: Any) -> Any:
+        if spec.name == "<lambda>":
+            raise DefinitionError(
+                "@do was given a lambda, which has no name to stand for its result; define "
+                "the task with `def name(...):`, the name being what its result is called"
+            )
+        return self._register(spec, function)
+
+    def close(self, register: Callable[[TaskSpec, Any], Any]) -> None:
+        """Send later registrations to ``register`` (which refuses them) and let go of
+        what this decorator registered with."""
+        self._register = register
 
     @overload
     def __call__(self, function: F, /) -> F: ...
@@ -63,7 +77,7 @@ class Do:
             spec = known_function_spec(source, self._takes_self)
             if spec is None:
                 spec = make_spec(source, None, NO_OPTIONS, self._takes_self)
-            return self._register(spec, source)
+            return self._registered(spec, source)
         if callable(source) and not isinstance(source, str):  # bare @do: no options given
             return self._register(
                 make_spec(source, None, NO_OPTIONS, takes_self=self._takes_self), source
@@ -75,7 +89,7 @@ class Do:
         def decorator(function: F) -> F:
             spec = make_spec(function, None, NO_OPTIONS, takes_self=self._takes_self)
             spec = spec._replace(map_source=map_source, options=options)
-            return self._register(spec, function)  # type: ignore[no-any-return]
+            return self._registered(spec, function)  # type: ignore[no-any-return]
 
         return decorator
 

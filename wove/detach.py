@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from . import lanes
-from .errors import MissingDependencyError
+from .errors import DetachError, MissingDependencyError
 
 logger: Final = logging.getLogger("wove")
 
@@ -78,13 +78,19 @@ def fork_detached(body: Callable[[], int]) -> int:
             _in_intermediate(read_end, write_end, body)
     os.close(write_end)
     try:
-        os.waitpid(intermediate, 0)  # exits at once: reaped, never a zombie
+        _, status = os.waitpid(intermediate, 0)  # exits at once: reaped, never a zombie
         data = b""
         while chunk := os.read(read_end, 64):
             data += chunk
     finally:
         os.close(read_end)
-    return int(data.decode() or "0")
+    reply = data.decode()
+    if not reply.isdigit():
+        raise DetachError(
+            f"the detached child could not be started ({reply or f'exit status {status}'}); "
+            f"nothing ran. Check the process limits (ulimit -u) and memory"
+        )
+    return int(reply)
 
 
 def _in_intermediate(read_end: int, write_end: int, body: Callable[[], int]) -> None:
@@ -100,6 +106,8 @@ def _in_intermediate(read_end: int, write_end: int, body: Callable[[], int]) -> 
             os._exit(_in_detached_child(body))
         os.write(write_end, str(pid).encode())
         status = 0
+    except BaseException as error:  # tell the parent why, instead of a bare pid 0
+        os.write(write_end, f"{type(error).__name__}: {error}".encode()[:512])
     finally:
         os._exit(status)
 

@@ -44,6 +44,19 @@ class MissingDependencyError(WoveError, ImportError):
     ``pip install`` line."""
 
 
+class DetachError(WoveError, OSError):
+    """A detached child process could not be started."""
+
+
+class UnknownNameError(WoveError, KeyError, AttributeError):
+    """``w.result["name"]`` or ``w.result.name`` for a name that is no task or keyword
+    of the weave (a ``KeyError`` and an ``AttributeError``, so ``getattr`` defaults and
+    ``hasattr`` work)."""
+
+    def __str__(self) -> str:  # KeyError would show the message in quotes
+        return str(self.args[0]) if self.args else ""
+
+
 class WeaveStateError(WoveError, RuntimeError):
     """A weave (or ``merge``) was used at a point of its lifecycle where it cannot be."""
 

@@ -68,14 +68,14 @@ def _side_loop(graph: Graph) -> LoopBinding | None:
 
 def run_blocking(recipe: Recipe, graph: Graph) -> Run:
     """Run in the calling thread's stead: it waits (serving work sent back) until done."""
-    waiter = lanes.CallerWaiter()
-    run = new_run(recipe, graph, _side_loop(graph), waiter.done)
-    run.start(active_collectors())
-    try:
-        waiter.wait()
-    except BaseException as interrupted:  # Ctrl-C while waiting: stop, and don't wait more
-        run.cancel(interrupted)
-        raise
+    with lanes.CallerWaiter() as waiter:
+        run = new_run(recipe, graph, _side_loop(graph), waiter.done)
+        run.start(active_collectors())
+        try:
+            waiter.wait()
+        except BaseException as interrupted:  # Ctrl-C while waiting: stop, don't wait more
+            run.cancel(interrupted)
+            raise
     return run
 
 

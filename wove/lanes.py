@@ -127,16 +127,17 @@ class ThreadPool:
             leaving = max(min(excess, self._idle - self._queued), 0)
             self._threads -= leaving
             self._queued += leaving
+            room = self._max + self._lent - self._threads
+            starting = max(min(self._queued - leaving - self._idle, room), 0)
+            self._threads += starting
         for _ in range(leaving):
             self._queue.put(_RETIRE)
+        for _ in range(starting):  # a raised bound serves jobs already waiting
+            self._start_worker()
 
-    @contextmanager
-    def blocking(self) -> Iterator[None]:
-        """Lend one more thread while a pool thread waits on nested work (no deadlock
-        when every pool thread runs a task that itself runs a weave)."""
-        if not getattr(_local, "pool_worker", False):
-            yield
-            return
+    def lend(self) -> None:
+        """One more thread than the bound, while a pool thread is held by something
+        that is not a job (a nested wait, a call abandoned at its timeout)."""
         with self._lock:
             self._lent += 1
             start = self._queued > self._idle and self._threads < self._max + self._lent
@@ -144,11 +145,23 @@ class ThreadPool:
                 self._threads += 1
         if start:
             self._start_worker()
+
+    def give_back(self) -> None:
+        with self._lock:
+            self._lent -= 1
+
+    @contextmanager
+    def blocking(self) -> Iterator[None]:
+        """Lend a thread while a pool thread waits on nested work (no deadlock when every
+        pool thread runs a task that itself runs a weave)."""
+        if not getattr(_local, "pool_worker", False):
+            yield
+            return
+        self.lend()
         try:
             yield
         finally:
-            with self._lock:
-                self._lent -= 1
+            self.give_back()
 
 
 class Limiter:
@@ -193,6 +206,11 @@ class Deadline:
 
     def cancel(self) -> None:
         self.cancelled = True
+        self.callback = _nothing  # what it referenced can go now, not at its time
+
+
+def _nothing() -> None:
+    pass
 
 
 class DeadlineWatcher:
@@ -235,6 +253,7 @@ class LoopThread:
     """An event loop running forever in a daemon thread, for sync callers' async tasks."""
 
     def __init__(self, index: int) -> None:
+        self.blocked = 0  # sync weaves waiting on this loop's own thread (under _lock)
         self.loop = asyncio.new_event_loop()
         started = threading.Event()
         self.thread = threading.Thread(
@@ -250,13 +269,33 @@ class LoopThread:
 
 
 class CallerWaiter:
-    """A sync caller blocks here until the run is over, serving work sent to its thread."""
+    """A sync caller blocks here until the run is over, serving work sent to its thread.
 
-    __slots__ = ("_queue",)
+    Used as a context manager around the whole run: if the caller's thread is one of
+    Wove's loop threads, that loop is marked blocked from before any task starts, so no
+    nested weave (on any thread) sends async work to it.
+    """
+
+    __slots__ = ("_blocking", "_queue")
     _DONE: Final = object()
 
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._blocking: LoopThread | None = None
+
+    def __enter__(self) -> CallerWaiter:
+        ident = threading.get_ident()
+        with _lock:
+            for loop_thread in _loops:
+                if loop_thread.thread.ident == ident:
+                    loop_thread.blocked += 1
+                    self._blocking = loop_thread
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._blocking is not None:
+            with _lock:
+                self._blocking.blocked -= 1
 
     def done(self) -> None:
         self._queue.put(self._DONE)
@@ -336,25 +375,23 @@ def set_max_threads(count: int) -> None:
 
 
 def loop_for_sync_caller() -> LoopThread:
-    """A loop thread for a sync caller's async tasks that this thread does not block.
+    """A loop thread for a sync caller's async tasks that no waiting weave blocks.
 
-    The caller blocks until its weave is done. If it is itself running on one of Wove's
-    loop threads (a sync weave inside an async task of a sync weave), the tasks go one
-    loop further, so no loop ever waits on itself.
+    A sync caller blocks its thread until its weave is done. When that thread is one of
+    Wove's loop threads (a sync weave inside an async task of a sync weave), that loop is
+    marked blocked meanwhile, and async work of any weave goes to the next loop, so no
+    loop ever waits on itself, directly or through a nested weave on another thread.
     """
     try:
         running = asyncio.get_running_loop()
     except RuntimeError:
         running = None
-    index = 0
-    for position, loop_thread in enumerate(_loops):
-        if loop_thread.loop is running:
-            index = position + 1
-    if index >= len(_loops):
-        with _lock:
-            while index >= len(_loops):
-                _loops.append(LoopThread(len(_loops)))
-    return _loops[index]
+    with _lock:
+        for loop_thread in _loops:
+            if not loop_thread.blocked and loop_thread.loop is not running:
+                return loop_thread
+        _loops.append(LoopThread(len(_loops)))
+        return _loops[-1]
 
 
 def _forget_in_child() -> None:

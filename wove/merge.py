@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar, overload
 
 from .errors import DefinitionError, WeaveStateError
+from .graph import check_iterable
 from .scheduler import Run, current_run
 from .task_spec import is_async_callable
 
@@ -47,6 +48,7 @@ def merge(function: Callable[..., Any], items: Iterable[Any] | None = None, /) -
         raise DefinitionError(f"merge() expects a callable, got {type(function).__name__}")
     if items is None:
         return _call(run, function, ())
+    check_iterable(f"merge({getattr(function, '__name__', 'function')})", None, items)
     return _call_each(run, function, list(items))
 
 

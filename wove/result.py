@@ -6,7 +6,7 @@ from collections.abc import Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from .errors import TaskCancelled
+from .errors import TaskCancelled, UnknownNameError
 
 
 class WoveResult:
@@ -54,17 +54,14 @@ class WoveResult:
             raise self._errors[name]
         if name in self._order:
             raise TaskCancelled(name, self.exception)
-        raise KeyError(f"no task or keyword named {name!r} in this weave; names: {self._names()}")
+        raise UnknownNameError(
+            f"no task or keyword named {name!r} in this weave; names: {self._names()}"
+        )
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(
-                f"no task or keyword named {name!r} in this weave; names: {self._names()}"
-            ) from None
+        return self[name]
 
     def __contains__(self, name: object) -> bool:
         return name in self._values or name in self._order

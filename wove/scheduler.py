@@ -34,7 +34,18 @@ from .result import WoveResult
 from .task_spec import NO_OPTIONS, TaskSpec
 from .tracing import Collector, Status, TraceRecord
 
-_current_run: contextvars.ContextVar[Run | None] = contextvars.ContextVar(
+
+class _RunRef:
+    """What task contexts hold: emptied when the run ends, so a context captured by
+    anything (a timer handle, a library) does not keep the run and its values alive."""
+
+    __slots__ = ("run",)
+
+    def __init__(self, run: Run) -> None:
+        self.run: Run | None = run
+
+
+_current_run: contextvars.ContextVar[_RunRef | None] = contextvars.ContextVar(
     "wove_current_run", default=None
 )
 _ids = itertools.count(1)
@@ -44,7 +55,8 @@ _ABANDONED: Final = object()  # a sync call given up at its timeout (already rep
 
 def current_run() -> Run | None:
     """The run whose task is executing in this context, if any."""
-    return _current_run.get()
+    ref = _current_run.get()
+    return None if ref is None else ref.run
 
 
 class LoopBinding:
@@ -109,12 +121,13 @@ Work = str | _Mapped
 class _TimedCall:
     """A sync attempt under a timeout: the deadline and the thread race to settle it."""
 
-    __slots__ = ("abandoned", "live", "thread_id")
+    __slots__ = ("abandoned", "deadline", "live", "thread_id")
 
     def __init__(self) -> None:
         self.live = True
         self.abandoned = False
         self.thread_id = threading.get_ident()
+        self.deadline: lanes.Deadline | None = None
 
 
 class Run:
@@ -154,7 +167,8 @@ class Run:
         self._stuck_after = stuck_after
         self._started: dict[str, float] = {}  # for stuck reports (debug only)
         self._context = contextvars.copy_context()
-        self._context.run(_current_run.set, self)
+        self._ref = _RunRef(self)
+        self._context.run(_current_run.set, self._ref)
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -315,15 +329,16 @@ class Run:
         end = _perf()
         ready: list[str] = []
         with self._lock:
-            self._running -= len(tasks)
             if not mapped.broken:
                 values = [done.result() for done in tasks]
                 ready = self._complete_locked(mapped.name, values, end - mapped.first_start)
+            # One call stays counted while the ready tasks are dispatched.
+            self._running -= len(tasks) - 1 if ready else len(tasks)
             finished = self._finishing_locked()
         if finished:
             self._on_finish()
         if ready:
-            self._dispatch(ready, None)
+            self._dispatch_ready(ready, None)
 
     def _inputs(self, names: tuple[str, ...]) -> dict[str, Any]:
         # No lock: a value is written under the lock before its dependents become ready,
@@ -394,14 +409,14 @@ class Run:
                 return None
             ready = self._sync_item(mapped, index)
             if ready:
-                return self._dispatch(ready, False)
+                return self._dispatch_ready(ready, False)
         return None
 
     def _sync_resume(self, mapped: _Mapped, index: int) -> None:
         if not self._start_call(mapped.name):
             return
         ready = self._sync_item(mapped, index)
-        following = self._dispatch(ready, False) if ready else None
+        following = self._dispatch_ready(ready, False) if ready else None
         self._sync_worker(following or mapped)
 
     def _sync_item(self, mapped: _Mapped, index: int) -> list[str]:
@@ -428,7 +443,7 @@ class Run:
                 error = exc
             if timed is not None and self._settle_timed(timed):
                 return _ABANDONED, None, start  # the timeout already failed the task
-            if error is None or attempt >= spec.retries or self._failure is not None:
+            if not _retryable(error, attempt, spec) or self._failure is not None:
                 break
             self._trace(spec.name, index, "thread", began, attempt, error)
             attempt += 1
@@ -451,17 +466,25 @@ class Run:
                 f"{f' at {position}' if position else ''} until the call returns"
             )
             lanes.logger.warning("wove: %s; abandoning its thread", error)
+            # The abandoned call keeps its pool thread: lend the pool one in its place
+            # until it returns, so abandoned calls cannot starve later work.
+            lanes.thread_pool().lend()
             self._trace(name, index, "thread", _perf() - timeout, 0, error)
             self._fail(name, index, error, ended_call=True)
 
-        lanes.deadlines().arm(time.monotonic() + timeout, expire)
+        timed.deadline = lanes.deadlines().arm(time.monotonic() + timeout, expire)
         return timed
 
     def _settle_timed(self, timed: _TimedCall) -> bool:
         """Mark a timed attempt returned; True if its timeout already abandoned it."""
         with self._lock:
             timed.live = False
-            return timed.abandoned
+            abandoned = timed.abandoned
+        if timed.deadline is not None:
+            timed.deadline.cancel()  # drops the callback, and with it this run
+        if abandoned:
+            lanes.thread_pool().give_back()  # the thread lent at the timeout
+        return abandoned
 
     # --- async lane ------------------------------------------------------------------
 
@@ -511,7 +534,7 @@ class Run:
                 return None
             ready = self._settle_item(mapped, index, value, error, start)
             if ready:
-                return self._dispatch(ready, True)
+                return self._dispatch_ready(ready, True)
         return None
 
     async def _call_async(
@@ -538,7 +561,7 @@ class Run:
                     error = TaskTimeout(spec.name, timeout or 0.0, index)
                     error.__cause__ = exc
                     break
-            if error is None or attempt >= spec.retries or self._failure is not None:
+            if not _retryable(error, attempt, spec) or self._failure is not None:
                 break
             self._trace(spec.name, index, "loop", began, attempt, error)
             attempt += 1
@@ -582,16 +605,21 @@ class Run:
                         self._started.setdefault(following, time.monotonic())
                     break
             else:
-                self._running -= 1
+                if not ready:
+                    self._running -= 1
             finished = self._finishing_locked()
         if finished:
             self._on_finish()
         if not ready:
             return following, None
+        # This call stays counted while it dispatches, so the run cannot end meanwhile
+        # (and, for an async caller, its loop cannot close under a launch).
         if following is not None:
             self._dispatch(ready, None)
             return following, None
-        return None, self._dispatch(ready, is_async)
+        work = self._dispatch(ready, is_async)
+        self._call_ended()
+        return None, work
 
     def _settle_item(
         self, mapped: _Mapped, index: int, value: Any, error: BaseException | None, start: float
@@ -601,7 +629,6 @@ class Run:
             self._fail(mapped.name, index, error, ended_call=True)
             return []
         with self._lock:
-            self._running -= 1
             mapped.results[index] = value
             mapped.first_start = min(mapped.first_start, start)
             mapped.last_end = max(mapped.last_end, end)
@@ -610,11 +637,19 @@ class Run:
             if not mapped.left:
                 duration = mapped.last_end - mapped.first_start
                 ready = self._complete_locked(mapped.name, mapped.results, duration)
+            if not ready:  # else it stays counted until the caller dispatched them
+                self._running -= 1
             # (also when items are left: after a failure, this may be the last call)
             finished = self._finishing_locked()
         if finished:
             self._on_finish()
         return ready
+
+    def _dispatch_ready(self, ready: list[str], continue_as: bool | None) -> Work | None:
+        """Dispatch what a settled item made ready, then end that item's call."""
+        work = self._dispatch(ready, continue_as)
+        self._call_ended()
+        return work
 
     def _complete(self, name: str, value: Any, duration: float) -> list[str]:
         with self._lock:
@@ -679,15 +714,15 @@ class Run:
         """True exactly once: when all tasks are done, or a failure has settled."""
         if self._finished:
             return False
-        if self._unfinished and (self._failure is None or self._running):
+        if self._running or (self._unfinished and self._failure is None):
             return False
         self._finished = True
         # Nothing is left to cancel: let finished asyncio tasks go now, not when the
         # (cyclic, through the context) run is collected; asyncio.run walks all live ones.
         self._async_workers = []
-        # And break the run <-> context cycle, so values are freed with the result, not
-        # at the next cyclic collection (merge() after the end is refused, as it should).
-        self._context.run(_current_run.set, None)
+        # And let go of the run from every task context, so values are freed with the
+        # result, not at the next cyclic collection (merge() after the end is refused).
+        self._ref.run = None
         return True
 
     # --- visibility ------------------------------------------------------------------
@@ -724,7 +759,10 @@ class Run:
             error=None if error is None else f"{type(error).__name__}: {error}",
         )
         for collector in self._collectors:
-            collector(record)
+            try:
+                collector(record)
+            except Exception:  # a broken collector must not break the weave
+                lanes.logger.exception("wove: trace collector %r failed", collector)
 
     def _arm_stuck_report(self, interval: float) -> None:
         def report() -> None:
@@ -749,6 +787,11 @@ class Run:
             lanes.deadlines().arm(time.monotonic() + interval, report)
 
         lanes.deadlines().arm(time.monotonic() + interval, report)
+
+
+def _retryable(error: BaseException | None, attempt: int, spec: TaskSpec) -> bool:
+    """Retry an exception, not KeyboardInterrupt or SystemExit, while retries are left."""
+    return isinstance(error, Exception) and attempt < spec.retries
 
 
 async def _await(awaitable: Any) -> Any:

@@ -6,6 +6,7 @@ Reads a cloudpickled ``(Recipe, on_done)`` from standard input, runs the weave, 
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -15,12 +16,16 @@ def main() -> None:
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
-    import cloudpickle
+    try:
+        import cloudpickle
 
-    from .execution import run_detached
+        from .execution import run_detached
 
-    recipe, on_done = cloudpickle.loads(payload)
-    status = run_detached(recipe, on_done)
+        recipe, on_done = cloudpickle.loads(payload)
+        status = run_detached(recipe, on_done)
+    except BaseException:  # e.g. a module the weave needs is missing here: say so
+        logging.getLogger("wove").exception("wove: the spawned detached child failed")
+        status = 1
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)

@@ -96,6 +96,7 @@ class WeaveBlock:
 
     def _recipe(self) -> execution.Recipe:
         self._state = _State.RUNNING
+        self.do.close(_registered_too_late)
         return execution.Recipe(
             specs=self._specs,
             data=self._data,
@@ -125,6 +126,7 @@ class WeaveBlock:
 
     def _body_failed(self) -> None:
         self._state = _State.DONE  # the block's own exception propagates; nothing runs
+        self.do.close(_registered_too_late)
 
     # --- sync ------------------------------------------------------------------------
 
@@ -262,6 +264,14 @@ class WeaveBlock:
         return plan.execution_plan(self._graph)
 
 
+def _registered_too_late(spec: TaskSpec, function: Any) -> Any:
+    # Module-level, so a finished block's `do` holds no reference back to the block.
+    raise WeaveStateError(
+        f"@w.do was used on {spec.name!r} after its block ended; register tasks inside the "
+        f"`with weave() as w:` block"
+    )
+
+
 def _check_arguments(
     parent_weave: object,
     max_workers: object,
@@ -302,7 +312,6 @@ def _check_arguments(
 
 def weave(
     parent_weave: type[Weave] | None = None,
-    /,
     *,
     debug: bool = False,
     max_workers: int | None = None,
