@@ -442,3 +442,74 @@ def test_spawn_without_cloudpickle_names_the_extra(tmp_path: Path, processes: Pr
     assert 'pip install "wove[spawn]"' in report["error"]
     assert report["child_pid"] is None
     assert not (tmp_path / "on_done.json").exists()
+
+
+# --- the second fork fails -----------------------------------------------------------------
+
+SECOND_FORK_FAILS = """
+import errno, json, os, sys
+from pathlib import Path
+
+out = Path(sys.argv[1])
+parent, real_fork = os.getpid(), os.fork
+
+
+def fork():
+    if os.getpid() != parent:  # in the intermediate child: as under a process limit
+        raise BlockingIOError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+    return real_fork()
+
+
+os.fork = fork
+
+import wove
+from wove import weave
+
+
+def on_done(result):
+    (out / "on_done.txt").write_text(str(os.getpid()))
+
+
+report = {"pid": None}
+try:
+    with weave(background=True, fork=True, on_done=on_done) as w:
+
+        @w.do
+        def a():
+            return 1
+
+    report["pid"] = w.pid
+except BaseException as error:
+    report.update(
+        error_type=type(error).__name__,
+        is_os_error=isinstance(error, OSError),
+        is_wove_error=isinstance(error, wove.WoveError),
+        error=str(error),
+    )
+print(json.dumps(report))
+"""
+
+
+def test_a_failing_second_fork_raises_detach_error(tmp_path: Path, processes: Processes) -> None:
+    script = tmp_path / "second_fork_fails.py"
+    script.write_text(SECOND_FORK_FAILS, encoding="utf-8")
+    parent = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    processes.parents.append(parent)
+    stdout, stderr = parent.communicate(timeout=DEADLINE)
+    assert parent.returncode == 0, stderr
+    report = json.loads(stdout)
+    if report["pid"]:  # a child was started after all: stopped at teardown
+        processes.children.append((report["pid"], str(tmp_path)))
+    assert report["pid"] is None, f"the block returned pid {report['pid']} without an error"
+    assert report["error_type"] == "DetachError", report
+    assert report["is_os_error"] is True
+    assert report["is_wove_error"] is True
+    assert "BlockingIOError" in report["error"]
+    assert os.strerror(errno.EAGAIN) in report["error"]
+    assert not (tmp_path / "on_done.txt").exists()  # nothing ran

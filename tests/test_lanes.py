@@ -414,3 +414,147 @@ def test_an_idle_worker_does_not_keep_the_last_weaves_values() -> None:
     time.sleep(0.05)  # let the worker get back to waiting for a job
     gc.collect()
     assert refs[0]() is None
+
+
+# --- threads held by something that is not a job ------------------------------------------
+
+
+def _guarded(function: Callable[[], None]) -> threading.Thread:
+    """A daemon thread the fresh_pool fixture joins at teardown."""
+    thread = threading.Thread(target=function, name="test-guarded", daemon=True)
+    _guards.append(thread)
+    thread.start()
+    return thread
+
+
+def _wait_until(predicate: Callable[[], bool], seconds: float = 2.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return predicate()
+
+
+@pytest.mark.usefixtures("fresh_pool")
+def test_calls_abandoned_at_their_timeout_do_not_starve_later_work() -> None:
+    wove.configure(max_threads=2)
+    hang = threading.Event()  # a call that never returns (a socket without a timeout)
+    try:
+        for _ in range(2):  # as many abandoned calls as the pool has threads
+            with pytest.raises(wove.TaskTimeout), weave() as w:
+
+                @w.do(timeout=0.05)
+                def stuck() -> None:
+                    hang.wait(10)
+
+        def later() -> str:
+            with weave() as w:
+
+                @w.do(timeout=1)
+                def quick() -> str:
+                    return "ok"
+
+            return w.result.quick  # type: ignore[no-any-return]
+
+        assert _finishes_within(3, later) == "ok"
+        assert lanes.thread_pool()._lent == 2  # one thread lent per abandoned call
+    finally:
+        hang.set()
+    # The returning calls give their lent threads back to the pool (the global one: wait
+    # for that before the fixture puts the process's pool back).
+    pool = lanes.thread_pool()
+    assert _wait_until(lambda: pool._lent == 0)
+
+
+@pytest.mark.usefixtures("fresh_pool")
+def test_raising_max_threads_serves_jobs_already_queued() -> None:
+    wove.configure(max_threads=1)
+    holding, release, done = threading.Event(), threading.Event(), threading.Event()
+
+    def blocker() -> None:
+        with weave() as w:
+
+            @w.do
+            def hold() -> None:
+                holding.set()
+                release.wait(10)
+
+    def waiting() -> None:
+        with weave() as w:
+
+            @w.do
+            def quick() -> int:
+                return 1
+
+        done.set()
+
+    try:
+        _guarded(blocker)
+        assert holding.wait(2)  # the pool's only thread is taken
+        _guarded(waiting)
+        pool = lanes.thread_pool()
+        assert _wait_until(lambda: pool._queued == 1)  # `quick` waits behind the bound
+        assert not done.is_set()
+        wove.configure(max_threads=2)  # room for one more thread: it serves `quick`
+        assert done.wait(2)
+    finally:
+        release.set()
+
+
+@pytest.mark.parametrize("how", ["block", "process"])
+@pytest.mark.usefixtures("fresh_pool")
+def test_waiting_for_a_background_weave_in_a_pool_thread_does_not_deadlock(how: str) -> None:
+    wove.configure(max_threads=1)  # the waiting task holds the pool's only thread
+
+    def run() -> bool:
+        with weave() as w:
+
+            @w.do
+            def kick_off_and_wait() -> bool:
+                with weave(background=True) as bg:
+
+                    @bg.do
+                    def job() -> str:
+                        return "done"
+
+                if how == "block":
+                    return bg.wait(2)
+                return wove.wait_for_background(2)
+
+        return w.result.kick_off_and_wait  # type: ignore[no-any-return]
+
+    assert _finishes_within(5, run) is True
+
+
+def test_a_nested_weave_never_sends_async_work_to_a_loop_a_weave_waits_on() -> None:
+    # outer's async task runs on a Wove loop thread and waits there for a sync weave,
+    # whose sync task (on a pool thread, no running loop) runs a weave with an async
+    # task: that one must not go to the loop that is blocked waiting for it.
+    def innermost() -> str:
+        with weave() as w:
+
+            @w.do
+            async def leaf() -> str:
+                return "leaf"
+
+        return w.result.leaf  # type: ignore[no-any-return]
+
+    def sync_helper() -> str:
+        with weave() as w:
+            # timeout=: a regression fails with TaskTimeout and unblocks the loop,
+            # instead of leaving it deadlocked for the rest of the test session.
+            @w.do(timeout=3)
+            def middle() -> str:
+                return innermost()
+
+        return w.result.middle  # type: ignore[no-any-return]
+
+    def run() -> str:
+        with weave() as w:
+
+            @w.do
+            async def outer() -> str:
+                return sync_helper()
+
+        return w.result.outer  # type: ignore[no-any-return]
+
+    assert _finishes_within(5, run) == "leaf"

@@ -267,3 +267,54 @@ def test_empty_items_give_an_empty_list() -> None:
 
     assert w.result.merged == []
     assert calls == []
+
+
+def test_the_block_waits_for_merge_calls_of_a_task_that_caught_their_error() -> None:
+    second_started = threading.Event()
+    second_finished = threading.Event()
+
+    def item(number: int) -> int:
+        if number == 0:
+            second_started.wait(5)  # the other call is running when this one fails
+            raise ValueError("item 0")
+        second_started.set()
+        time.sleep(0.3)
+        second_finished.set()
+        return number
+
+    with weave() as w:
+
+        @w.do
+        async def gathered() -> str:
+            try:
+                await merge(item, [0, 1])
+            except ValueError:
+                return "handled"
+            return "not raised"
+
+    assert w.result.gathered == "handled"
+    assert second_finished.is_set()  # no thread of the weave outlives its block
+
+
+def test_the_block_waits_for_a_merge_call_given_up_by_wait_for() -> None:
+    started = threading.Event()
+    finished = threading.Event()
+
+    def slow() -> str:
+        started.set()
+        time.sleep(0.5)
+        finished.set()
+        return "late"
+
+    with weave() as w:
+
+        @w.do
+        async def gave_up() -> str:
+            try:
+                return await asyncio.wait_for(merge(slow), 0.2)
+            except TimeoutError:
+                return "gave up"
+
+    assert w.result.gave_up == "gave up"
+    assert started.is_set()
+    assert finished.is_set()  # the sync call still ran when the task gave up on it

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 
 import wove
-from wove import weave
+from wove import scheduler, weave
 
 
 class Overlap:
@@ -564,3 +565,79 @@ def test_a_failing_item_cancels_its_sibling_items_at_once() -> None:
     assert time.monotonic() - started < 2.0
     assert sorted(cancelled) == [1, 2, 3, 4]
     assert "item 0" in _notes(caught.value)
+
+
+def test_a_run_does_not_end_while_a_worker_still_dispatches(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="wove")
+    dispatching, dispatched = threading.Event(), threading.Event()
+    original = scheduler.Run._dispatch
+
+    def slow_dispatch(self: scheduler.Run, ready: list[str], continue_as: bool | None) -> Any:
+        if "later" not in ready:
+            return original(self, ready, continue_as)
+        dispatching.set()
+        time.sleep(0.2)  # the worker is preempted here, after `a` made `later` ready
+        try:
+            return original(self, ready, continue_as)
+        finally:
+            dispatched.set()
+
+    monkeypatch.setattr(scheduler.Run, "_dispatch", slow_dispatch)
+    dispatch_over_at_raise: list[bool] = []
+
+    async def main() -> None:
+        try:
+            async with weave() as w:
+
+                @w.do
+                def a() -> int:
+                    return 1
+
+                @w.do
+                async def later(a: int) -> int:
+                    return a
+
+                @w.do
+                async def boom() -> None:
+                    while not dispatching.is_set():  # fail while `later` is dispatched
+                        await asyncio.sleep(0.005)
+                    raise ValueError("boom")
+
+        except ValueError:
+            dispatch_over_at_raise.append(dispatched.is_set())
+
+    asyncio.run(main())  # closes the loop the dispatch launches on
+    assert dispatched.wait(2)
+    assert dispatch_over_at_raise == [True]
+    errors = [r.getMessage() for r in caplog.records if r.name == "wove"]
+    assert not errors, caplog.text  # e.g. "internal error in a worker job": loop closed
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("error", [SystemExit, KeyboardInterrupt])
+def test_retries_do_not_retry_system_exit_or_keyboard_interrupt(
+    is_async: bool, error: type[BaseException]
+) -> None:
+    attempts: list[int] = []
+
+    def attempt() -> None:
+        attempts.append(1)
+        raise error(2)
+
+    with pytest.raises(error), weave() as w:
+        if is_async:
+
+            @w.do(retries=3)
+            async def leaving() -> None:
+                attempt()
+
+        else:
+
+            @w.do(retries=3)
+            def leaving() -> None:
+                attempt()
+
+    assert len(attempts) == 1
+    assert isinstance(w.result.exception, error)

@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gc
+import logging
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -282,3 +285,98 @@ def test_records_do_not_hold_results() -> None:
         assert payload not in gc.get_referents(record)
         assert not any(isinstance(v, BaseException) for v in fields)
     assert not hasattr(records[0], "__dict__")  # a frozen slotted value, nothing hangs off it
+
+
+# --- a collector that raises ---------------------------------------------------------------
+
+
+def _in_a_guarded_thread(seconds: float, function: Callable[[], Any]) -> Any:
+    """Run ``function`` in a daemon thread; fail (instead of hanging) if it never ends."""
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = function()
+        except BaseException as error:
+            outcome["error"] = error
+
+    thread = threading.Thread(target=target, name="test-hang-guard", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"the weave did not finish within {seconds} s"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def _broken_collector(record: TraceRecord) -> None:
+    raise ValueError("collector bug")
+
+
+def _collector_failures(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [
+        record
+        for record in caplog.records
+        if record.name == "wove" and "trace collector" in record.getMessage()
+    ]
+
+
+def test_a_raising_collector_does_not_stop_a_sync_task(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.ERROR, logger="wove")
+
+    def run() -> int:
+        with wove.collecting(_broken_collector), weave() as w:
+
+            @w.do
+            def a() -> int:
+                return 1
+
+        return w.result.a  # type: ignore[no-any-return]
+
+    assert _in_a_guarded_thread(5, run) == 1
+    failures = _collector_failures(caplog)
+    assert failures, caplog.text
+    assert "_broken_collector" in failures[0].getMessage()
+    assert failures[0].exc_info is not None
+    assert isinstance(failures[0].exc_info[1], ValueError)
+
+
+def test_a_raising_collector_does_not_stop_async_mapped_items(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.ERROR, logger="wove")
+
+    def run() -> list[int]:
+        with wove.collecting(_broken_collector), weave() as w:
+
+            @w.do([1, 2], retries=1)
+            async def a(item: int) -> int:
+                return item
+
+        return w.result.a  # type: ignore[no-any-return]
+
+    assert _in_a_guarded_thread(5, run) == [1, 2]
+    assert len(_collector_failures(caplog)) == 2, caplog.text  # one per item
+
+
+def test_a_raising_collector_does_not_stop_a_sync_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.ERROR, logger="wove")
+    release = threading.Event()
+
+    def run() -> None:
+        with wove.collecting(_broken_collector), weave() as w:
+
+            @w.do(timeout=0.05)
+            def a() -> None:
+                release.wait(5)
+
+    try:
+        with pytest.raises(wove.TaskTimeout):
+            _in_a_guarded_thread(5, run)
+    finally:
+        release.set()
+    failures = _collector_failures(caplog)
+    assert failures, caplog.text
+    assert isinstance(failures[0].exc_info[1], ValueError)  # type: ignore[index]

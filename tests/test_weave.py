@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import itertools
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -977,3 +979,90 @@ def test_the_same_async_block_runs_fifty_times() -> None:
         return results
 
     assert asyncio.run(main()) == [2 * run for run in range(50)]
+
+
+# --- values are freed with the result, not kept by deadlines, timers or cycles -------------
+
+
+class Big:
+    """A task value whose lifetime the tests below watch through a weak reference."""
+
+
+def _freed(ref: weakref.ref[Big], seconds: float = 1.0) -> bool:
+    """Whether the referent is gone within ``seconds`` (a pool thread may still be
+    returning from the job that finished the run)."""
+    deadline = time.monotonic() + seconds
+    while ref() is not None and time.monotonic() < deadline:
+        gc.collect()
+        time.sleep(0.01)
+    return ref() is None
+
+
+def test_a_sync_timeout_that_was_not_reached_keeps_no_value_alive() -> None:
+    refs: list[weakref.ref[Big]] = []
+    for _ in range(3):
+        with weave() as w:
+
+            @w.do(timeout=3600)
+            def made() -> Big:
+                value = Big()
+                refs.append(weakref.ref(value))
+                return value
+
+        assert isinstance(w.result.made, Big)
+        del w
+    gc.collect()
+    assert all(_freed(ref) for ref in refs)  # not in an hour, when the deadline is due
+
+
+def test_an_async_timeout_keeps_no_value_alive_on_a_loop_that_runs_on() -> None:
+    refs: list[weakref.ref[Big]] = []
+
+    async def server() -> bool:
+        # An unrelated timer due earlier (a keep-alive) stays at the top of the loop's
+        # timer heap, so cancelled timer handles of finished weaves stay in the heap.
+        keepalive = asyncio.ensure_future(asyncio.sleep(1000))
+        try:
+            for _ in range(3):
+                async with weave() as w:
+
+                    @w.do(timeout=3600)
+                    async def made() -> Big:
+                        value = Big()
+                        refs.append(weakref.ref(value))
+                        return value
+
+                assert isinstance(w.result.made, Big)
+                del w
+            await asyncio.sleep(0.02)
+            deadline = time.monotonic() + 1.0
+            while any(ref() is not None for ref in refs) and time.monotonic() < deadline:
+                gc.collect()
+                await asyncio.sleep(0.01)
+            return all(ref() is None for ref in refs)
+        finally:
+            keepalive.cancel()
+
+    assert asyncio.run(server())
+
+
+def test_a_finished_block_is_freed_without_the_cyclic_collector() -> None:
+    gc.collect()
+    gc.disable()
+    try:
+        with weave() as w:
+
+            @w.do
+            def made() -> Big:
+                return Big()
+
+        ref = weakref.ref(w.result.made)
+        block = weakref.ref(w)
+        del w
+        deadline = time.monotonic() + 1.0
+        while ref() is not None and time.monotonic() < deadline:
+            time.sleep(0.01)  # reference counting alone: no gc.collect() here
+        assert block() is None
+        assert ref() is None
+    finally:
+        gc.enable()

@@ -144,9 +144,9 @@ def known_function_spec(function: FunctionType, takes_self: bool) -> TaskSpec | 
     signature = (_METHOD_SIGNATURES if takes_self else _SIGNATURES).get(function.__code__)
     if signature is None or function.__dict__:
         return None
-    return TaskSpec(
-        function.__name__, function, signature.is_async, signature, None, NO_OPTIONS, takes_self
-    )
+    # tuple.__new__ directly: the named tuple's own __new__ is a Python function.
+    fields = (function.__name__, function, signature.is_async, signature, None, NO_OPTIONS)
+    return tuple.__new__(TaskSpec, (*fields, takes_self))
 
 
 def make_spec(
