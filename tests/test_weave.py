@@ -9,37 +9,14 @@ import itertools
 import threading
 import time
 import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
+from overlap import Overlap
 
 import wove
 from wove import weave
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="unset")
-
-
-class Overlap:
-    """Counts how many calls are inside ``running()`` at once (the most ever: ``peak``)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.now = 0
-        self.peak = 0
-        self.calls = 0
-
-    @contextmanager
-    def running(self) -> Iterator[None]:
-        with self._lock:
-            self.now += 1
-            self.calls += 1
-            self.peak = max(self.peak, self.now)
-        try:
-            yield
-        finally:
-            with self._lock:
-                self.now -= 1
 
 
 # --- the three ways to run a block ------------------------------------------------------
