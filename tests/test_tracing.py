@@ -281,6 +281,8 @@ def test_records_do_not_hold_results() -> None:
     assert sorted(r.task for r in records) == ["failing", "items", "value"]
     for record in records:
         fields = [getattr(record, f.name) for f in dataclasses.fields(record)]
+        assert record.extra == {}  # only what a call annotates, and nothing did
+        fields.remove(record.extra)
         assert all(isinstance(v, str | int | float | type(None)) for v in fields), record
         assert payload not in gc.get_referents(record)
         assert not any(isinstance(v, BaseException) for v in fields)
@@ -380,3 +382,46 @@ def test_a_raising_collector_does_not_stop_a_sync_timeout(
     failures = _collector_failures(caplog)
     assert failures, caplog.text
     assert isinstance(failures[0].exc_info[1], ValueError)  # type: ignore[index]
+
+
+def test_annotations_reach_the_record_of_the_call_that_made_them() -> None:
+    def sync_call() -> int:
+        wove.annotate(queries=3, db="default")
+        return 1
+
+    async def async_call() -> int:
+        wove.annotate(queries=1)
+        wove.annotate(queries=2)  # a later value for a key replaces the earlier one
+        return 2
+
+    with wove.collect() as records, weave() as w:
+
+        @w.do
+        def counted() -> int:
+            return sync_call()
+
+        @w.do
+        async def awaited() -> int:
+            return await async_call()
+
+        @w.do
+        def plain(counted: int, awaited: int) -> int:
+            return counted + awaited
+
+    by_task = {record.task: record for record in records}
+    assert dict(by_task["counted"].extra) == {"queries": 3, "db": "default"}
+    assert dict(by_task["awaited"].extra) == {"queries": 2}
+    assert dict(by_task["plain"].extra) == {}
+    assert w.result.plain == 3
+
+
+def test_annotate_outside_a_traced_call_does_nothing() -> None:
+    wove.annotate(ignored=True)  # no task call: no error, nothing recorded
+    with weave() as w:
+
+        @w.do
+        def untraced() -> int:
+            wove.annotate(ignored=True)
+            return 1
+
+    assert w.result.untraced == 1

@@ -32,7 +32,7 @@ from .helpers import batch, denone, flatten, fold, redict, undict
 from .merge import merge
 from .result import WoveResult
 from .template import Weave
-from .tracing import TraceRecord, collect, collecting
+from .tracing import TraceRecord, annotate, collect, collecting
 from .weave import WeaveBlock, weave
 
 __version__ = "0.1.0"
@@ -57,6 +57,7 @@ __all__ = [
     "WoveError",
     "WoveResult",
     "__version__",
+    "annotate",
     "at_detached_child",
     "batch",
     "collect",

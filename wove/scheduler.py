@@ -24,6 +24,7 @@ import itertools
 import threading
 import time
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any, Final, Literal
 
 from . import lanes
@@ -32,7 +33,15 @@ from .graph import DATA, Graph, check_iterable
 from .lanes import Job
 from .result import WoveResult
 from .task_spec import NO_OPTIONS, TaskSpec
-from .tracing import Collector, Status, TraceRecord
+from .tracing import (
+    NO_EXTRA,
+    Collector,
+    Status,
+    TraceRecord,
+    annotations_reset,
+    annotations_set,
+    open_annotations,
+)
 
 
 class _RunRef:
@@ -437,18 +446,20 @@ class Run:
             timed = self._arm_sync_timeout(spec.name, index, timeout) if timeout else None
             error: BaseException | None = None
             value = None
+            context = self._context.copy()
+            extra = open_annotations(context) if self._collectors else None
             try:
-                value = self._context.copy().run(function, **kwargs)
+                value = context.run(function, **kwargs)
             except BaseException as exc:
                 error = exc
             if timed is not None and self._settle_timed(timed):
                 return _ABANDONED, None, start  # the timeout already failed the task
             if not _retryable(error, attempt, spec) or self._failure is not None:
                 break
-            self._trace(spec.name, index, "thread", began, attempt, error)
+            self._trace(spec.name, index, "thread", began, attempt, error, extra)
             attempt += 1
         if self._collectors:
-            self._trace(spec.name, index, "thread", began, attempt, error)
+            self._trace(spec.name, index, "thread", began, attempt, error, extra)
         return value, error, start
 
     def _arm_sync_timeout(self, name: str, index: int | None, timeout: float) -> _TimedCall:
@@ -547,6 +558,10 @@ class Run:
             error: BaseException | None = None
             value = None
             scope = asyncio.timeout(timeout) if timeout is not None else None
+            extra: dict[str, object] | None = None
+            if self._collectors:  # this worker's context: the annotations of this call
+                extra = {}
+                token = annotations_set(extra)
             try:
                 if scope is None:
                     value = await function(**kwargs)
@@ -561,11 +576,14 @@ class Run:
                     error = TaskTimeout(spec.name, timeout or 0.0, index)
                     error.__cause__ = exc
                     break
+            finally:
+                if extra is not None:
+                    annotations_reset(token)
             if not _retryable(error, attempt, spec) or self._failure is not None:
                 break
-            self._trace(spec.name, index, "loop", began, attempt, error)
+            self._trace(spec.name, index, "loop", began, attempt, error, extra)
             attempt += 1
-        self._trace(spec.name, index, "loop", began, attempt, error)
+        self._trace(spec.name, index, "loop", began, attempt, error, extra)
         return value, error, start
 
     def _call_cancelled(
@@ -735,6 +753,7 @@ class Run:
         start: float,
         attempt: int,
         error: BaseException | None,
+        extra: dict[str, object] | None = None,
     ) -> None:
         if not self._collectors:
             return
@@ -757,6 +776,7 @@ class Run:
             attempt=attempt,
             status=status,
             error=None if error is None else f"{type(error).__name__}: {error}",
+            extra=MappingProxyType(dict(extra)) if extra else NO_EXTRA,
         )
         for collector in self._collectors:
             try:

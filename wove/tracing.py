@@ -8,10 +8,11 @@ hold a task's result. Collectors may be called from worker threads and must be c
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Final, Literal
 
 Status = Literal["ok", "error", "timeout", "cancelled"]
 Collector = Callable[["TraceRecord"], None]
@@ -19,6 +20,11 @@ Collector = Callable[["TraceRecord"], None]
 _collectors: contextvars.ContextVar[tuple[Collector, ...]] = contextvars.ContextVar(
     "wove_collectors", default=()
 )
+# The annotations of the traced task call running in this context (None: not traced).
+_annotations: contextvars.ContextVar[dict[str, object] | None] = contextvars.ContextVar(
+    "wove_annotations", default=None
+)
+NO_EXTRA: Final[Mapping[str, object]] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +42,8 @@ class TraceRecord:
     attempt: int  # 0 for the first try, 1 for the first retry...
     status: Status
     error: str | None  # "TypeName: message" when status is not "ok"
+    # What the call passed to wove.annotate() (read-only; shared and empty when nothing).
+    extra: Mapping[str, object] = field(default_factory=lambda: NO_EXTRA)
 
     @property
     def duration(self) -> float:
@@ -44,6 +52,35 @@ class TraceRecord:
 
 def active_collectors() -> tuple[Collector, ...]:
     return _collectors.get()
+
+
+def annotate(**values: object) -> None:
+    """Attach values to the trace record of the task call running in this context.
+
+    For integrations and users alike: the Django adapter records each task's SQL query
+    count and time this way. Later values for a key replace earlier ones. Calls made
+    through ``merge()`` annotate the task that merged them. Outside a task call, or when
+    no collector is active (tracing off), this does nothing and costs one lookup.
+    """
+    current = _annotations.get()
+    if current is not None:
+        current.update(values)
+
+
+def annotations_set(extra: dict[str, object] | None) -> contextvars.Token[dict[str, object] | None]:
+    """Make ``extra`` the annotations of the call about to run in this context."""
+    return _annotations.set(extra)
+
+
+def annotations_reset(token: contextvars.Token[dict[str, object] | None]) -> None:
+    _annotations.reset(token)
+
+
+def open_annotations(context: contextvars.Context) -> dict[str, object]:
+    """Give a task call about to run in ``context`` its own annotations."""
+    extra: dict[str, object] = {}
+    context.run(_annotations.set, extra)
+    return extra
 
 
 @contextmanager
