@@ -1,0 +1,513 @@
+"""wove.contrib.traces: real weaves recorded per request, stored, and rendered."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import json
+import logging
+import re
+import threading
+import time
+
+import pytest
+
+import wove
+import wove.contrib.traces as traces
+from wove import TraceRecord, weave
+from wove.contrib.traces import (
+    RequestRecorder,
+    RequestTrace,
+    TraceStore,
+    server_timing,
+    trace_json,
+    waterfall_html,
+)
+
+
+@pytest.fixture
+def recorder() -> RequestRecorder:
+    return RequestRecorder(TraceStore())
+
+
+def _only(recorder: RequestRecorder) -> RequestTrace:
+    assert recorder.store is not None
+    (trace,) = recorder.store.recent()
+    return trace
+
+
+def _tasks(trace: RequestTrace) -> dict[str, list[TraceRecord]]:
+    grouped: dict[str, list[TraceRecord]] = {}
+    for record in trace.records:
+        grouped.setdefault(record.task, []).append(record)
+    return grouped
+
+
+def _run_mixed_weave() -> None:
+    """A sync task, an async task that waits for it, a mapped task and an annotation."""
+    with weave() as w:
+
+        @w.do
+        def author() -> str:
+            wove.annotate(queries=2)
+            time.sleep(0.02)
+            return "ann"
+
+        @w.do
+        async def price(author: str) -> int:
+            await asyncio.sleep(0.01)
+            return len(author)
+
+        @w.do([1, 2, 3])
+        def books(item: int) -> int:
+            time.sleep(0.01)
+            return item
+
+    assert w.result.price == 3
+
+
+def _fake(task: str, start: float, end: float, **fields: object) -> TraceRecord:
+    values: dict[str, object] = {
+        "weave": "views.py:1",
+        "weave_id": 1,
+        "task": task,
+        "index": None,
+        "lane": "thread",
+        "thread": "wove-1",
+        "start": start,
+        "end": end,
+        "attempt": 0,
+        "status": "ok",
+        "error": None,
+    }
+    values.update(fields)
+    return TraceRecord(**values)  # type: ignore[arg-type]
+
+
+def _trace(*records: TraceRecord, path: str = "/", duration: float = 1.0) -> RequestTrace:
+    return RequestTrace(
+        id="abc123",
+        method="GET",
+        path=path,
+        status=200,
+        started_at=time.time(),
+        start=0.0,
+        duration=duration,
+        records=records,
+        error=None,
+    )
+
+
+# --- recording ------------------------------------------------------------------------------
+
+
+def test_a_sync_request_records_every_task_and_item(recorder: RequestRecorder) -> None:
+    before = time.time()
+    with recorder.recording("GET", "/authors/1") as active:
+        _run_mixed_weave()
+        active.finish(200)
+
+    trace = _only(recorder)
+    assert trace is active.trace
+    assert (trace.method, trace.path, trace.status, trace.error) == ("GET", "/authors/1", 200, None)
+    assert before <= trace.started_at <= time.time()
+    assert re.fullmatch(r"[0-9a-f]{12}", trace.id)
+    tasks = _tasks(trace)
+    assert sorted(tasks) == ["author", "books", "price"]
+    assert sorted(r.index for r in tasks["books"]) == [0, 1, 2]  # type: ignore[type-var]
+    assert [r.lane for r in tasks["price"]] == ["loop"]
+    assert trace.task_count == 3
+    assert [r.start for r in trace.records] == sorted(r.start for r in trace.records)
+    for record in trace.records:
+        assert 0 <= trace.offset(record) <= trace.end_offset(record) <= trace.duration
+    assert tasks["price"][0].start >= tasks["author"][0].end  # it waited for its input
+    assert 0.02 <= trace.weave_time <= trace.duration
+
+
+def test_records_from_worker_threads_are_captured(recorder: RequestRecorder) -> None:
+    with recorder.recording("GET", "/"):
+        _run_mixed_weave()
+
+    thread_records = [r for r in _only(recorder).records if r.lane == "thread"]
+    assert len(thread_records) == 4
+    assert all(r.thread != threading.current_thread().name for r in thread_records)
+    assert all(r.thread.startswith("wove-") for r in thread_records)
+
+
+def test_an_async_request_records_its_own_weaves_only(recorder: RequestRecorder) -> None:
+    """Concurrent requests on one loop: the collector is a contextvar, so no mixing."""
+
+    async def request(number: int) -> None:
+        with recorder.recording("GET", f"/{number}") as active:
+            async with weave(number=number) as w:
+
+                @w.do
+                def sync_part(number: int) -> int:
+                    time.sleep(0.01)
+                    return number
+
+                @w.do
+                async def async_part(sync_part: int) -> int:
+                    await asyncio.sleep(0.01)
+                    return sync_part
+
+            active.finish(200)
+
+    async def main() -> None:
+        await asyncio.gather(*(request(n) for n in range(5)))
+
+    asyncio.run(main())
+    assert recorder.store is not None
+    stored = recorder.store.recent()
+    assert sorted(t.path for t in stored) == [f"/{n}" for n in range(5)]
+    for trace in stored:
+        assert sorted(r.task for r in trace.records) == ["async_part", "sync_part"]
+        assert len({r.weave_id for r in trace.records}) == 1
+    assert len({r.weave_id for t in stored for r in t.records}) == 5
+
+
+def test_concurrent_sync_requests_in_threads_stay_apart(recorder: RequestRecorder) -> None:
+    def request(number: int) -> None:
+        with recorder.recording("POST", f"/{number}"), weave() as w:
+
+            @w.do([1, 2])
+            def items(item: int) -> int:
+                time.sleep(0.01)
+                return item
+
+    threads = [threading.Thread(target=request, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert recorder.store is not None
+    stored = recorder.store.recent()
+    assert len(stored) == 4
+    assert all(len(t.records) == 2 and len({r.weave_id for r in t.records}) == 1 for t in stored)
+
+
+def test_a_failing_task_is_recorded_and_the_exception_finishes_the_trace(
+    recorder: RequestRecorder,
+) -> None:
+    with (
+        pytest.raises(ValueError, match="no such author"),
+        recorder.recording("GET", "/a"),
+        weave() as w,
+    ):
+
+        @w.do
+        def fine() -> int:
+            return 1
+
+        @w.do
+        async def lookup() -> None:
+            raise ValueError("no such author")
+
+    trace = _only(recorder)
+    assert trace.status is None
+    assert trace.error == "ValueError: no such author"
+    (failed,) = trace.failed
+    assert (failed.task, failed.status, failed.lane) == ("lookup", "error", "loop")
+    assert failed.error == "ValueError: no such author"
+
+
+def test_nothing_is_captured_outside_the_block(recorder: RequestRecorder) -> None:
+    def run(name: str) -> None:
+        with weave() as w:
+
+            @w.do
+            def task() -> str:
+                return name
+
+    run("before")
+    with recorder.recording("GET", "/"):
+        run("inside")
+    run("after")
+
+    trace = _only(recorder)
+    assert [r.task for r in trace.records] == ["task"]
+    assert len({r.weave_id for r in trace.records}) == 1
+
+
+def test_requests_without_weaves_are_kept_only_when_asked() -> None:
+    store = TraceStore()
+    with RequestRecorder(store).recording("GET", "/static/app.css") as active:
+        pass
+    assert active.trace is not None
+    assert active.trace.records == ()
+    assert len(store) == 0
+
+    with RequestRecorder(store, keep_empty=True).recording("GET", "/health"):
+        pass
+    assert [t.path for t in store.recent()] == ["/health"]
+
+
+def test_finish_twice_raises_and_the_block_does_not_finish_again(
+    recorder: RequestRecorder,
+) -> None:
+    with recorder.recording("GET", "/") as active:
+        _run_mixed_weave()
+        first = active.finish(204)
+        with pytest.raises(wove.WeaveStateError, match="already finished"):
+            active.finish(500)
+    assert active.trace is first
+    assert _only(recorder).status == 204
+
+
+def test_records_arriving_after_finish_are_dropped(
+    recorder: RequestRecorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A background weave started by the request reports after the trace is frozen."""
+    with wove.collect() as everything, recorder.recording("GET", "/later") as active:
+        with weave() as now:
+
+            @now.do
+            def quick() -> int:
+                return 1
+
+        with weave(background=True) as later:
+
+            @later.do
+            def slow() -> int:
+                time.sleep(0.1)
+                return 2
+
+        active.finish(202)
+
+    assert later.wait(5)
+    assert later.result.slow == 2
+    assert sorted(r.task for r in everything) == ["quick", "slow"]  # it did report
+    trace = _only(recorder)
+    assert [r.task for r in trace.records] == ["quick"]
+    assert active.snapshot().records == ()  # nothing was kept for a later look either
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_a_snapshot_shows_the_records_so_far_without_storing(recorder: RequestRecorder) -> None:
+    with recorder.recording("GET", "/stream") as active:
+        _run_mixed_weave()
+        snapshot = active.snapshot(200)
+        assert len(snapshot.records) == 5
+        assert not active.finished
+        assert recorder.store is not None
+        assert len(recorder.store) == 0
+    assert _only(recorder).records == snapshot.records
+
+
+# --- store ----------------------------------------------------------------------------------
+
+
+def test_the_store_keeps_the_newest_and_drops_the_oldest() -> None:
+    store = TraceStore(max_requests=3)
+    made = [RequestTrace(str(n), "GET", f"/{n}", 200, 0.0, 0.0, 0.0, (), None) for n in range(5)]
+    for trace in made:
+        store.add(trace)
+    assert [t.id for t in store.recent()] == ["4", "3", "2"]
+    assert store.get("0") is None
+    assert store.get("3") is made[3]
+    assert store.max_requests == len(store) == 3
+    store.clear()
+    assert store.recent() == []
+
+
+def test_the_store_takes_concurrent_adds() -> None:
+    store = TraceStore(max_requests=50)
+    trace = _trace()
+
+    def add_many() -> None:
+        for _ in range(500):
+            store.add(trace)
+            store.recent()
+
+    threads = [threading.Thread(target=add_many) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert len(store) == 50
+
+
+@pytest.mark.parametrize("bad", [0, -1])
+def test_the_store_rejects_a_bound_below_one(bad: int) -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        TraceStore(max_requests=bad)
+
+
+# --- Server-Timing --------------------------------------------------------------------------
+
+_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_QUOTED = r'"(?:[^"\\\x00-\x1f\x7f]|\\[\x20-\x7e])*"'
+_PARAM = re.compile(rf"\s*;\s*({_TOKEN})\s*=\s*({_TOKEN}|{_QUOTED})")
+_NAME = re.compile(rf"\s*({_TOKEN})")
+
+
+def _parse_server_timing(value: str) -> list[tuple[str, dict[str, str]]]:
+    """The W3C grammar: metric *( ";" param ) joined by ","; quoted strings may hold both."""
+    entries: list[tuple[str, dict[str, str]]] = []
+    position = 0
+    while position < len(value):
+        name = _NAME.match(value, position)
+        assert name, f"no metric name at {value[position:]!r}"
+        params: dict[str, str] = {}
+        position = name.end()
+        while param := _PARAM.match(value, position):
+            raw = param.group(2)
+            if raw.startswith('"'):
+                raw = re.sub(r"\\(.)", r"\1", raw[1:-1])
+            params[param.group(1)] = raw
+            position = param.end()
+        entries.append((name.group(1), params))
+        rest = re.compile(r"\s*(,|$)").match(value, position)
+        assert rest, f"junk after an entry at {value[position:]!r}"
+        position = rest.end()
+    return entries
+
+
+def test_server_timing_of_a_real_request_parses(recorder: RequestRecorder) -> None:
+    with recorder.recording("GET", "/"):
+        _run_mixed_weave()
+    trace = _only(recorder)
+
+    header = server_timing(trace)
+    entries = _parse_server_timing(header)
+    names = [name for name, _ in entries]
+    assert names[0] == "wove"
+    assert names[-1] == "wove.price"  # task entries in start order; price waits for author
+    assert sorted(names) == ["wove", "wove.author", "wove.books", "wove.price"]
+    params = dict(entries)
+    for _, values in entries:
+        assert float(values["dur"]) >= 0
+    assert float(params["wove"]["dur"]) == pytest.approx(trace.weave_time * 1000, abs=0.06)
+    assert params["wove"]["desc"] == "3 tasks, 1 weave"
+    assert params["wove.books"]["desc"] == "books (3 items)"
+    assert float(params["wove.author"]["dur"]) >= 20
+    header.encode("latin-1")  # a header value every server accepts
+
+
+def test_server_timing_sanitizes_names_and_escapes_descriptions() -> None:
+    odd = 'données "q" \\ x,y;z'
+    trace = _trace(
+        _fake(odd, 0.1, 0.2),
+        _fake("fails", 0.1, 0.3, status="error", error="boom"),
+        _fake("flaky", 0.0, 0.1, index=0, status="error", error="x"),
+        _fake("flaky", 0.1, 0.2, index=0, attempt=1),
+        _fake("flaky", 0.0, 0.1, index=1, status="timeout", error="y"),
+    )
+    entries = dict(_parse_server_timing(server_timing(trace)))
+    assert entries["wove.donn_es__q____x_y_z"]["desc"] == 'donn?es "q" \\ x,y;z'
+    assert entries["wove.fails"]["desc"] == "fails (error)"
+    assert entries["wove.flaky"]["desc"] == "flaky (2 items, 1 retry, timeout)"
+    assert float(entries["wove.fails"]["dur"]) == pytest.approx(200.0)
+
+
+def test_server_timing_keeps_the_longest_tasks_within_max_entries() -> None:
+    records = [_fake(f"t{n}", n * 0.01, n * 0.01 + 0.001 * (n + 1)) for n in range(10)]
+    entries = _parse_server_timing(server_timing(_trace(*records), max_entries=4))
+    assert [name for name, _ in entries] == ["wove", "wove.t7", "wove.t8", "wove.t9"]
+    assert entries[0][1]["desc"] == "10 tasks, 1 weave, 3 shown"
+    assert server_timing(_trace(*records), max_entries=1).startswith("wove;dur=")
+    with pytest.raises(ValueError, match="at least 1"):
+        server_timing(_trace(*records), max_entries=0)
+
+
+def test_server_timing_is_empty_without_weaves() -> None:
+    assert server_timing(_trace()) == ""
+
+
+def test_weave_time_counts_overlapping_weaves_once() -> None:
+    trace = _trace(
+        _fake("a", 0.0, 0.4, weave_id=1),
+        _fake("nested", 0.1, 0.2, weave_id=2),
+        _fake("later", 0.5, 0.6, weave_id=3),
+    )
+    assert trace.weave_time == pytest.approx(0.5)
+
+
+# --- JSON and HTML --------------------------------------------------------------------------
+
+
+def test_trace_json_is_json_and_carries_every_field(recorder: RequestRecorder) -> None:
+    with recorder.recording("GET", "/"):
+        _run_mixed_weave()
+    trace = _only(recorder)
+    data = json.loads(json.dumps(trace_json(trace)))
+    assert data["id"] == trace.id
+    assert data["status"] is None
+    assert len(data["records"]) == 5
+    author = next(r for r in data["records"] if r["task"] == "author")
+    assert author["extra"] == {"queries": 2}
+    assert author["duration_ms"] >= 20
+    assert set(author) >= {"task", "index", "lane", "thread", "offset_ms", "duration_ms"}
+    assert set(author) >= {"attempt", "status", "error", "extra"}
+
+
+def test_trace_json_survives_annotations_json_cannot_hold() -> None:
+    odd = {"query": object(), "rows": (1, 2), "nan": float("nan"), "by": {1: {3}}}
+    data = trace_json(_trace(_fake("a", 0.0, 0.1, extra=odd)))
+    json.dumps(data, allow_nan=False)
+    assert data["records"][0]["extra"]["rows"] == [1, 2]
+    assert data["records"][0]["extra"]["by"] == {"1": [3]}
+
+
+def test_the_page_escapes_paths_task_errors_and_titles(recorder: RequestRecorder) -> None:
+    with (
+        pytest.raises(RuntimeError),
+        recorder.recording("GET", "/search?q=<b>x</b>"),
+        weave() as w,
+    ):
+
+        @w.do
+        def evil() -> None:
+            raise RuntimeError('<script>alert("x")</script>')
+
+    page = waterfall_html(recorder.store.recent() if recorder.store else [], title="<T>")
+    assert "<script>" not in page
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
+    assert "/search?q=&lt;b&gt;x&lt;/b&gt;" in page
+    assert "<title>&lt;T&gt;</title>" in page
+    errors = re.search(r'<ul class="errors">(.*?)</ul>', page)
+    assert errors
+    assert "RuntimeError: &lt;script&gt;" in errors.group(1)
+    assert 'class="bar lane-thread status-error"' in page
+
+
+def test_the_page_lists_requests_and_places_bars_inside_the_axis(
+    recorder: RequestRecorder,
+) -> None:
+    for path in ("/one", "/two"):
+        with recorder.recording("GET", path) as active:
+            _run_mixed_weave()
+            active.finish(200)
+    assert recorder.store is not None
+    stored = recorder.store.recent()
+    page = waterfall_html(stored, base_url="/_wove/")
+
+    for trace in stored:
+        assert f'href="#req-{trace.id}"' in page
+        assert f'id="req-{trace.id}"' in page
+        assert f'href="/_wove/{trace.id}.json"' in page
+    assert page.count('class="row task mapped"') == 2
+    assert page.count("status-ok") >= 10
+    geometry = re.findall(r'style="left:([\d.]+)%;width:([\d.]+)%"', page)
+    assert len(geometry) >= 2 * (5 + 2)  # every record, the request and the weave
+    for left, width in geometry:
+        assert 0 <= float(left) <= 100
+        assert 0 <= float(width) <= 100 - float(left) + 1e-3
+    ticks = [float(x) for x in re.findall(r'class="tick" style="left:([\d.]+)%"', page)]
+    assert ticks
+    assert all(0 <= tick <= 100 for tick in ticks)
+    assert "<script" not in page
+    assert "http" not in page.replace("http-equiv", "")  # no external assets
+
+
+def test_the_page_for_no_requests_says_so() -> None:
+    page = waterfall_html([])
+    assert "No request has run a weave yet" in page
+    assert html.unescape(page).startswith("<!doctype html>")
+
+
+def test_the_package_exports_match_all() -> None:
+    public = {name for name in vars(traces) if not name.startswith("_")}
+    modules = {"render", "request", "store", "waterfall"}
+    assert public - modules == set(traces.__all__)
+    assert traces.__all__ == sorted(traces.__all__)

@@ -1,0 +1,1 @@
+"""Integrations of Wove with web frameworks; each subpackage imports its framework lazily."""

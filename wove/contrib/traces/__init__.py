@@ -1,0 +1,20 @@
+"""The trace recording core shared by the Django and Starlette adapters.
+
+A :class:`RequestRecorder` turns the weave records of one request into a
+:class:`RequestTrace`, kept in a bounded :class:`TraceStore` and rendered as a
+``Server-Timing`` header, JSON or a waterfall page. Nothing here imports a web framework.
+"""
+
+from .render import server_timing, trace_json, waterfall_html
+from .request import ActiveRequest, RequestRecorder, RequestTrace
+from .store import TraceStore
+
+__all__ = [
+    "ActiveRequest",
+    "RequestRecorder",
+    "RequestTrace",
+    "TraceStore",
+    "server_timing",
+    "trace_json",
+    "waterfall_html",
+]

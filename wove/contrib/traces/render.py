@@ -1,0 +1,131 @@
+"""A :class:`RequestTrace` as a ``Server-Timing`` header value, as JSON data, or as a page.
+
+Framework-neutral: these return strings and plain data; the adapters decide when a
+header is sent and who may see the page.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Mapping
+from typing import Any
+
+from wove import TraceRecord
+
+from .request import RequestTrace
+from .waterfall import plural, waterfall_html
+
+__all__ = ["server_timing", "trace_json", "waterfall_html"]
+
+# RFC 9110 tchar: what a metric name may contain.
+_TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~" + string.ascii_letters + string.digits)
+_DESC_LIMIT = 80
+
+
+def server_timing(trace: RequestTrace, max_entries: int = 20) -> str:
+    """``wove;dur=..`` for the time spent in weaves, then ``wove.<task>;dur=..`` per task run.
+
+    Task entries carry the ``wove.`` prefix so they cannot clash with the app's own metrics.
+    A mapped task is one entry (its items' span) with the item count in ``desc``. Past
+    ``max_entries`` (the total included) the longest task runs are kept, in start order,
+    since a header that grows with the work becomes a liability. An empty string means
+    the request ran no weave: send no header.
+    """
+    if max_entries < 1:
+        raise ValueError(f"max_entries must be at least 1, got {max_entries}")
+    if not trace.records:
+        return ""
+    runs = trace.task_runs()
+    shown = sorted(runs, key=_span, reverse=True)[: max_entries - 1]
+    shown.sort(key=lambda run: run[0].start)
+    weaves = len({r.weave_id for r in trace.records})
+    summary = f"{plural(len(runs), 'task')}, {plural(weaves, 'weave')}"
+    if len(shown) < len(runs):
+        summary += f", {len(shown)} shown"
+    entries = [_entry("wove", trace.weave_time, summary)]
+    entries += [_entry(f"wove.{_token(run[0].task)}", _span(run), _describe(run)) for run in shown]
+    return ", ".join(entries)
+
+
+def trace_json(trace: RequestTrace) -> dict[str, Any]:
+    """The trace as JSON-ready data; times in milliseconds from the start of the request."""
+    return {
+        "id": trace.id,
+        "method": trace.method,
+        "path": trace.path,
+        "status": trace.status,
+        "started_at": trace.started_at,
+        "duration_ms": _ms(trace.duration),
+        "weave_ms": _ms(trace.weave_time),
+        "error": trace.error,
+        "records": [_record_json(trace, record) for record in trace.records],
+    }
+
+
+def _record_json(trace: RequestTrace, record: TraceRecord) -> dict[str, Any]:
+    return {
+        "weave": record.weave,
+        "weave_id": record.weave_id,
+        "task": record.task,
+        "index": record.index,
+        "lane": record.lane,
+        "thread": record.thread,
+        "offset_ms": _ms(trace.offset(record)),
+        "duration_ms": _ms(record.duration),
+        "attempt": record.attempt,
+        "status": record.status,
+        "error": record.error,
+        # getattr: TraceRecord gained `extra` late; keep reading older records.
+        "extra": _jsonable(getattr(record, "extra", {})),
+    }
+
+
+def _jsonable(value: object) -> Any:
+    """Annotations are arbitrary objects; the JSON view must never fail on one."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else str(value)
+    if isinstance(value, Mapping):
+        return {str(key): _jsonable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_jsonable(item) for item in value]
+    return str(value)
+
+
+def _entry(name: str, seconds: float, desc: str) -> str:
+    return f'{name};dur={seconds * 1000:.1f};desc="{_quoted(desc)}"'
+
+
+def _span(run: tuple[TraceRecord, ...]) -> float:
+    return max(r.end for r in run) - min(r.start for r in run)
+
+
+def _describe(run: tuple[TraceRecord, ...]) -> str:
+    """The task's own name (the metric name had to be sanitized) and what the dur hides."""
+    finals: dict[int | None, TraceRecord] = {}
+    for record in run:  # a retried item counts by its last attempt: it may have recovered
+        if record.index not in finals or record.attempt > finals[record.index].attempt:
+            finals[record.index] = record
+    notes = []
+    if run[0].index is not None:
+        notes.append(plural(len(finals), "item"))
+    if len(run) > len(finals):
+        notes.append(plural(len(run) - len(finals), "retry", "retries"))
+    notes += sorted({r.status for r in finals.values() if r.status != "ok"})
+    return f"{run[0].task} ({', '.join(notes)})" if notes else run[0].task
+
+
+def _token(name: str) -> str:
+    return "".join(c if c in _TOKEN_CHARS else "_" for c in name) or "task"
+
+
+def _quoted(text: str) -> str:
+    """Content of a quoted-string: printable ASCII only (header values must survive
+    latin-1 encoding in every server), with backslash and quote escaped."""
+    text = "".join(c if " " <= c <= "~" else "?" for c in text[:_DESC_LIMIT])
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)

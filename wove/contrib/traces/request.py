@@ -1,0 +1,206 @@
+"""One HTTP request's weave records, gathered while it runs and frozen when it ends.
+
+Both framework adapters wrap a request in :meth:`RequestRecorder.recording`; everything
+framework-specific (when the response status is known, what to do with the trace) stays
+in the adapter. The collector is a contextvar, so a plain ``with`` in the thread or task
+that handles the request covers the weaves it runs, including their worker threads and
+any asyncio task it creates; weaves started elsewhere are not this request's.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from wove import TraceRecord, WeaveStateError, collecting
+
+if TYPE_CHECKING:
+    from .store import TraceStore
+
+
+@dataclass(frozen=True, slots=True)
+class RequestTrace:
+    """A finished request and the task attempts its weaves ran, oldest first.
+
+    ``start`` is on the ``time.perf_counter`` clock the records use, so offsets are exact;
+    ``started_at`` is wall-clock time, only for showing when the request happened.
+    """
+
+    id: str
+    method: str
+    path: str
+    status: int | None  # None: no response was produced (the handler raised)
+    started_at: float
+    start: float
+    duration: float
+    records: tuple[TraceRecord, ...]
+    error: str | None
+
+    def offset(self, record: TraceRecord) -> float:
+        """Seconds from the start of the request to the start of ``record``."""
+        return record.start - self.start
+
+    def end_offset(self, record: TraceRecord) -> float:
+        return record.end - self.start
+
+    @property
+    def span(self) -> float:
+        """The time axis a waterfall needs: the request, stretched if a record outlasts it
+        (which only a clock oddity or a snapshot taken mid-task can cause)."""
+        latest = max((self.end_offset(r) for r in self.records), default=0.0)
+        return max(self.duration, latest)
+
+    @property
+    def weave_time(self) -> float:
+        """Seconds during which at least one weave was running.
+
+        A union of each weave run's span rather than a plain sum, so a weave nested in
+        another weave's task, or two weaves run concurrently, are not counted twice;
+        for weaves run one after another it is their sum.
+        """
+        spans: dict[int, tuple[float, float]] = {}
+        for r in self.records:
+            first, last = spans.get(r.weave_id, (r.start, r.end))
+            spans[r.weave_id] = (min(first, r.start), max(last, r.end))
+        total, reached = 0.0, float("-inf")
+        for first, last in sorted(spans.values()):
+            if last > reached:
+                total += last - max(first, reached)
+                reached = last
+        return total
+
+    def task_runs(self) -> list[tuple[TraceRecord, ...]]:
+        """The records of each task of each weave run (a mapped task's items and every
+        attempt together), in order of first start: what one waterfall row or one
+        Server-Timing entry shows."""
+        runs: dict[tuple[int, str], list[TraceRecord]] = {}
+        for record in self.records:
+            runs.setdefault((record.weave_id, record.task), []).append(record)
+        return [tuple(run) for run in runs.values()]
+
+    @property
+    def task_count(self) -> int:
+        """Tasks run, counting a mapped task once and a task once per weave run."""
+        return len({(r.weave_id, r.task) for r in self.records})
+
+    @property
+    def failed(self) -> tuple[TraceRecord, ...]:
+        return tuple(r for r in self.records if r.status != "ok")
+
+
+class ActiveRequest:
+    """The request being recorded; handed out by :meth:`RequestRecorder.recording`.
+
+    Records arriving after :meth:`finish` (a background weave, a task that outlived a
+    cancelled request) are dropped: the trace is frozen and may already be on display.
+    """
+
+    def __init__(self, method: str, path: str, store: TraceStore | None, keep_empty: bool) -> None:
+        self.id = secrets.token_hex(6)
+        self.method = method
+        self.path = path
+        self.started_at = time.time()
+        self.start = time.perf_counter()
+        self._store = store
+        self._keep_empty = keep_empty
+        self._records: list[TraceRecord] = []
+        self._lock = threading.Lock()
+        self._trace: RequestTrace | None = None
+
+    def collect(self, record: TraceRecord) -> None:
+        """The collector: called by weaves, possibly from worker threads, once per attempt."""
+        with self._lock:
+            if self._trace is None:
+                self._records.append(record)
+
+    @property
+    def finished(self) -> bool:
+        return self._trace is not None
+
+    @property
+    def trace(self) -> RequestTrace | None:
+        """The finished trace (also what :meth:`finish` returned), None until then."""
+        return self._trace
+
+    def snapshot(self, status: int | None = None) -> RequestTrace:
+        """The trace so far, without finishing or storing it.
+
+        For an ASGI adapter that must send ``Server-Timing`` with the response headers,
+        before a streamed body (which may still run weaves) is over.
+        """
+        with self._lock:
+            records = tuple(self._records)
+        return self._build(status, None, records)
+
+    def finish(self, status: int | None, error: str | None = None) -> RequestTrace:
+        """Freeze the trace, store it (unless it ran no weave and empties are not kept)
+        and return it. A second call is a bug in the adapter and raises."""
+        with self._lock:
+            if self._trace is not None:
+                raise WeaveStateError(
+                    f"request trace {self.id} ({self.method} {self.path}) is already "
+                    "finished; call finish() once, or let the recording block finish it"
+                )
+            trace = self._trace = self._build(status, error, tuple(self._records))
+            self._records = []
+        if self._store is not None and (trace.records or self._keep_empty):
+            self._store.add(trace)
+        return trace
+
+    def _build(
+        self, status: int | None, error: str | None, records: tuple[TraceRecord, ...]
+    ) -> RequestTrace:
+        return RequestTrace(
+            id=self.id,
+            method=self.method,
+            path=self.path,
+            status=status,
+            started_at=self.started_at,
+            start=self.start,
+            duration=time.perf_counter() - self.start,
+            records=tuple(sorted(records, key=_order)),
+            error=error,
+        )
+
+
+class RequestRecorder:
+    """Shared by every request of an app: makes one :class:`ActiveRequest` per request.
+
+    ``keep_empty``: also store requests that ran no weave. Off by default so that static
+    files, health checks and the trace page itself do not push real traces out of a
+    bounded store.
+    """
+
+    def __init__(self, store: TraceStore | None = None, *, keep_empty: bool = False) -> None:
+        self.store = store
+        self.keep_empty = keep_empty
+
+    @contextmanager
+    def recording(self, method: str, path: str) -> Iterator[ActiveRequest]:
+        """Record the weaves run in this block; finish the trace at exit unless the adapter
+        already did (status None then, and the exception's text if one escapes)."""
+        active = ActiveRequest(method, path, self.store, self.keep_empty)
+        with collecting(active.collect):
+            try:
+                yield active
+            except BaseException as exc:  # cancellation too: the trace says why it ended
+                if not active.finished:
+                    active.finish(None, error=describe(exc))
+                raise
+        if not active.finished:
+            active.finish(None)
+
+
+def describe(exc: BaseException) -> str:
+    """``"TypeName: message"``, the shape TraceRecord.error uses."""
+    message = str(exc)
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def _order(record: TraceRecord) -> tuple[float, str, int, int]:
+    return (record.start, record.task, -1 if record.index is None else record.index, record.attempt)

@@ -1,0 +1,290 @@
+"""The trace page: recent requests, then each request's weaves drawn on a time axis.
+
+One self-contained string, no JavaScript and no external assets, so it works offline,
+under a strict Content-Security-Policy and inside another tool's panel. Bars are placed
+with percentages of the request's duration, so the browser does all the layout. Every
+string that comes from a request or a task goes through ``html.escape``.
+
+Layout: one row per task of each weave run, grouped under a row for the weave run. A
+mapped task keeps its one row, with one thin line per item, so a fan-out reads as a
+block rather than pushing everything else off screen. Retries share their item's line.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Iterable
+from html import escape
+
+from wove import TraceRecord
+
+from .request import RequestTrace
+
+_STATUSES = ("ok", "error", "timeout", "cancelled")
+
+
+def waterfall_html(
+    traces: Iterable[RequestTrace], *, title: str = "Wove traces", base_url: str = ""
+) -> str:
+    """The page for ``traces`` (in the order given; a store's ``recent()`` is newest first).
+
+    ``base_url`` is where the adapter serves the page; when given, each request also links
+    to its JSON at ``{base_url}{id}.json``, so adapters serve that route too.
+    """
+    traces = list(traces)
+    parts = [f"<h1>{escape(title)}</h1>", _legend()]
+    if traces:
+        parts.append(_request_table(traces))
+        parts += [_section(trace, base_url) for trace in traces]
+    else:
+        parts.append('<p class="empty">No request has run a weave yet.</p>')
+    return (
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{escape(title)}</title><style>{_CSS}</style></head>\n<body>\n"
+        + "\n".join(parts)
+        + "\n</body></html>\n"
+    )
+
+
+def _legend() -> str:
+    keys = [("lane-thread status-ok", "sync task (thread)"), ("lane-loop status-ok", "async task")]
+    keys += [(f"lane-thread status-{s}", s) for s in _STATUSES[1:]]
+    items = "".join(
+        f'<span class="key"><span class="bar {cls}"></span>{text}</span>' for cls, text in keys
+    )
+    mapped = '<span class="key">thin lines: the items of a mapped task</span>'
+    return f'<div class="legend">{items}{mapped}</div>'
+
+
+def _request_table(traces: list[RequestTrace]) -> str:
+    head = (
+        "<tr><th>When</th><th>Method</th><th>Path</th><th>Status</th>"
+        '<th class="num">Duration</th><th class="num">In weaves</th>'
+        '<th class="num">Tasks</th>'
+        '<th class="num" title="attempts that did not succeed, retried ones included">Failed</th>'
+        "</tr>"
+    )
+    rows = [
+        f'<tr class="{"failed" if _went_wrong(t) else "ok"}">'
+        f"<td>{_when(t)}</td><td>{escape(t.method)}</td>"
+        f'<td class="path"><a href="#req-{escape(t.id)}">{escape(t.path)}</a></td>'
+        f"<td>{_status(t)}</td>"
+        f'<td class="num">{_ms(t.duration)}</td><td class="num">{_ms(t.weave_time)}</td>'
+        f'<td class="num">{t.task_count}</td><td class="num">{len(t.failed) or ""}</td></tr>'
+        for t in traces
+    ]
+    return f'<table class="requests"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def _section(trace: RequestTrace, base_url: str) -> str:
+    span = max(trace.span, 1e-9)
+    step = _nice_step(span)
+    json_link = f' · <a href="{escape(base_url + trace.id)}.json">JSON</a>' if base_url else ""
+    head = (
+        f'<h2><span class="method">{escape(trace.method)}</span>{escape(trace.path)} '
+        f'{_status(trace)} <span class="dur">{_ms(trace.duration)}</span></h2>'
+        f'<p class="meta">{_when(trace)} · id {escape(trace.id)} · '
+        f"{_ms(trace.weave_time)} in weaves · {trace.task_count} tasks{json_link}</p>"
+    )
+    if trace.error:
+        head += f'<p class="request-error">{escape(trace.error)}</p>'
+    whole = _line(_span_bar(0.0, trace.duration, span))
+    rows = [_axis(span, step), _row("request", "whole request", "", whole)]
+    for runs in _by_weave(trace.task_runs()):
+        rows.append(_weave_row(trace, runs, span))
+        rows += [_task_row(trace, run, span) for run in runs]
+    return (
+        f'<section class="request" id="req-{escape(trace.id)}">{head}'
+        f'<div class="waterfall" style="--tick:{step / span * 100:.4f}%">{"".join(rows)}</div>'
+        f"{_errors(trace)}</section>"
+    )
+
+
+def _axis(span: float, step: float) -> str:
+    count = int(span / step + 1e-9)
+    ticks = "".join(
+        f'<span class="tick" style="left:{k * step / span * 100:.3f}%">'
+        f"{round(k * step * 1000, 9):g} ms</span>"
+        for k in range(count + 1)
+    )
+    return f'<div class="row axis"><div class="label"></div><div class="track">{ticks}</div></div>'
+
+
+def _weave_row(trace: RequestTrace, runs: list[tuple[TraceRecord, ...]], span: float) -> str:
+    records = [r for run in runs for r in run]
+    first = min(r.start for r in records) - trace.start
+    last = max(r.end for r in records) - trace.start
+    where = records[0].weave
+    name = f"{os.path.basename(where)} ({plural(len(runs), 'task')})"
+    return _row("weave", name, where, _line(_span_bar(first, last - first, span)))
+
+
+def _task_row(trace: RequestTrace, run: tuple[TraceRecord, ...], span: float) -> str:
+    lines: dict[int | None, list[str]] = {}
+    for record in sorted(run, key=lambda r: (r.index or 0, r.attempt)):
+        lines.setdefault(record.index, []).append(_bar(trace, record, span))
+    mapped = run[0].index is not None
+    label = f"{run[0].task} ({plural(len(lines), 'item')})" if mapped else run[0].task
+    track = "".join(_line("".join(bars)) for bars in lines.values())
+    return _row("task mapped" if mapped else "task", label, run[0].task, track)
+
+
+def _line(bars: str) -> str:
+    return f'<div class="line">{bars}</div>'
+
+
+def _row(kind: str, label: str, tooltip: str, track: str) -> str:
+    return (
+        f'<div class="row {kind}"><div class="label" title="{escape(tooltip)}">{escape(label)}'
+        f'</div><div class="track">{track}</div></div>'
+    )
+
+
+def _bar(trace: RequestTrace, record: TraceRecord, span: float) -> str:
+    left, width = _geometry(trace.offset(record), record.duration, span)
+    classes = escape(f"bar lane-{record.lane} status-{record.status}")
+    return (
+        f'<span class="{classes}" style="left:{left:.3f}%;width:{width:.3f}%" '
+        f'title="{escape(_tooltip(trace, record))}"></span>'
+    )
+
+
+def _span_bar(offset: float, duration: float, span: float) -> str:
+    left, width = _geometry(offset, duration, span)
+    return f'<span class="bar span" style="left:{left:.3f}%;width:{width:.3f}%"></span>'
+
+
+def _geometry(offset: float, duration: float, span: float) -> tuple[float, float]:
+    """Left and width in percent, clamped so a bar never leaves its track."""
+    left = min(max(offset / span * 100, 0.0), 100.0)
+    return left, min(max(duration / span * 100, 0.0), 100.0 - left)
+
+
+def _tooltip(trace: RequestTrace, record: TraceRecord) -> str:
+    name = record.task if record.index is None else f"{record.task}[{record.index}]"
+    lines = [
+        f"{name} · attempt {record.attempt + 1} · {record.status}",
+        f"{record.lane} lane · {record.thread}",
+        f"{_ms(trace.offset(record))} → {_ms(trace.end_offset(record))} ({_ms(record.duration)})",
+    ]
+    if record.error:
+        lines.append(record.error)
+    extra = getattr(record, "extra", {})  # TraceRecord gained `extra` late
+    lines += [f"{key} = {value}" for key, value in extra.items()]
+    return "\n".join(lines)
+
+
+def _errors(trace: RequestTrace) -> str:
+    items = "".join(
+        f'<li><span class="tag status-{escape(r.status)}">{escape(r.status)}</span>'
+        f"<code>{escape(r.task)}{'' if r.index is None else f'[{r.index}]'}</code>"
+        f" attempt {r.attempt + 1}: {escape((r.error or r.status).removesuffix(': '))}</li>"
+        for r in trace.failed
+    )
+    return f'<ul class="errors">{items}</ul>' if items else ""
+
+
+def _by_weave(runs: list[tuple[TraceRecord, ...]]) -> list[list[tuple[TraceRecord, ...]]]:
+    groups: dict[int, list[tuple[TraceRecord, ...]]] = {}
+    for run in runs:
+        groups.setdefault(run[0].weave_id, []).append(run)
+    return list(groups.values())
+
+
+def _went_wrong(trace: RequestTrace) -> bool:
+    """Worth a red row: no response or a server error; a retry that recovered is not."""
+    return trace.error is not None or trace.status is None or trace.status >= 500
+
+
+def plural(number: int, one: str, many: str | None = None) -> str:
+    return f"{number} {one if number == 1 else many or one + 's'}"
+
+
+def _nice_step(span: float) -> float:
+    """A 1, 2 or 5 x 10^n step giving four to ten ticks across ``span`` seconds."""
+    raw = span / 6
+    magnitude = 10.0 ** math.floor(math.log10(raw))
+    return next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw * 0.999)
+
+
+def _status(trace: RequestTrace) -> str:
+    if trace.status is None:
+        return '<span class="status-code s-none">no response</span>'
+    return f'<span class="status-code s-{trace.status // 100}xx">{trace.status}</span>'
+
+
+def _when(trace: RequestTrace) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(trace.started_at))
+
+
+def _ms(seconds: float) -> str:
+    ms = seconds * 1000
+    return f"{ms:.2f} ms" if ms < 10 else f"{ms:.1f} ms" if ms < 1000 else f"{ms:,.0f} ms"
+
+
+_CSS = """
+:root{--thread:#2563eb;--loop:#0d9488;--error:#dc2626;--timeout:#d97706;
+--cancelled:#9ca3af;--grid:#e5e7eb;--muted:#6b7280;--ink:#111827}
+*{box-sizing:border-box}
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;color:var(--ink);
+margin:0 auto;padding:1.5rem 2rem 4rem;max-width:1400px;background:#fff}
+h1{font-size:1.4rem;margin:0 0 .75rem}
+h2{font-size:1.1rem;margin:0;word-break:break-all}
+code,.label{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:12.5px}
+a{color:#1d4ed8}
+.meta{color:var(--muted);margin:.2rem 0 0}
+.empty{color:var(--muted)}
+.legend{display:flex;flex-wrap:wrap;gap:.4rem 1.25rem;margin:0 0 1.25rem;padding:.5rem .75rem;
+background:#f9fafb;border:1px solid var(--grid);border-radius:6px;color:#374151}
+.legend .key{display:inline-flex;align-items:center;gap:.4rem}
+.legend .bar{position:static;display:inline-block;width:1.8rem;height:12px}
+table.requests{border-collapse:collapse;width:100%;margin-bottom:1rem}
+.requests th,.requests td{text-align:left;padding:.3rem .6rem;border-bottom:1px solid var(--grid);
+white-space:nowrap}
+.requests th{font-weight:600;color:#374151;background:#f9fafb}
+.requests .path{white-space:normal;word-break:break-all;width:100%}
+.requests .num{text-align:right;font-variant-numeric:tabular-nums}
+.requests tr.failed td{background:#fef2f2}
+.status-code{font-weight:600;font-size:.95em}
+.s-2xx{color:#15803d}.s-3xx{color:#1d4ed8}.s-4xx{color:#b45309}
+.s-5xx,.s-none,.request-error{color:var(--error)}
+section.request{border-top:2px solid var(--grid);padding-top:1rem;margin-top:1.75rem}
+.request h2 .method{color:var(--muted);margin-right:.5rem}
+.request h2 .dur{color:var(--muted);font-weight:400;margin-left:.4rem}
+.waterfall{margin-top:.75rem;padding-right:2.5rem}
+.row{display:flex;align-items:stretch}
+.row+.row{border-top:1px solid #f3f4f6}
+.label{flex:0 0 16rem;padding:2px .75rem 2px 0;overflow:hidden;text-overflow:ellipsis;
+white-space:nowrap}
+.track{flex:1 1 auto;position:relative;padding:3px 0;
+background-image:linear-gradient(to right,var(--grid) 1px,transparent 1px);
+background-size:var(--tick) 100%}
+.line{position:relative;height:14px}
+.mapped .line{height:5px}
+.mapped .line+.line{margin-top:1px}
+.bar{position:absolute;top:0;bottom:0;min-width:2px;border-radius:2px;background:var(--lane,#6b7280)}
+.bar.lane-thread{--lane:var(--thread)}
+.bar.lane-loop{--lane:var(--loop)}
+.bar.status-error{background:var(--error);box-shadow:inset 0 -3px var(--lane)}
+.bar.status-timeout{background:var(--timeout);box-shadow:inset 0 -3px var(--lane)}
+.bar.status-cancelled{background:repeating-linear-gradient(135deg,var(--cancelled) 0 3px,
+#e5e7eb 3px 6px);box-shadow:inset 0 -3px var(--lane)}
+.bar.span{background:#e5e7eb;border:1px solid #d1d5db}
+.row.weave .label{color:var(--muted);font-weight:600}
+.row.weave .bar.span{background:#e0e7ff;border-color:#a5b4fc}
+.row.request .label{color:var(--muted)}
+.row.axis .track{background-image:none;height:1.5rem;border-bottom:1px solid #d1d5db}
+.tick{position:absolute;bottom:2px;transform:translateX(-50%);font-size:11px;color:var(--muted);
+white-space:nowrap}
+.tick:first-child{transform:none}
+.errors{list-style:none;margin:.75rem 0 0;padding:0}
+.errors li{padding:.25rem 0;border-bottom:1px solid #fee2e2;word-break:break-word}
+.errors code{margin:0 .4rem}
+.tag{display:inline-block;padding:0 .4rem;border-radius:3px;font-size:11px;font-weight:600;
+color:#fff;background:var(--error)}
+.tag.status-timeout{background:var(--timeout)}
+.tag.status-cancelled{background:#6b7280}
+"""
