@@ -29,6 +29,7 @@ from .errors import (
     WoveError,
 )
 from .helpers import batch, denone, flatten, fold, redict, undict
+from .lanes import add_thread_call_wrapper
 from .merge import merge
 from .result import WoveResult
 from .template import Weave
@@ -57,6 +58,7 @@ __all__ = [
     "WoveError",
     "WoveResult",
     "__version__",
+    "add_thread_call_wrapper",
     "annotate",
     "at_detached_child",
     "batch",

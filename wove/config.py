@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from . import detach, lanes
@@ -18,6 +19,14 @@ class Settings:
     stuck_after: float = 5.0
     #: File that detached children's stdout and stderr are appended to; None: /dev/null.
     detached_output: str | None = None
+    #: Whether sync tasks that do not choose run on the caller's thread: a bool, or a
+    #: function called on the caller's thread when a weave starts (an integration's
+    #: policy, e.g. "inside a database transaction").
+    thread_sensitive: bool | Callable[[], bool] = False
+
+    def thread_sensitive_now(self) -> bool:
+        policy = self.thread_sensitive
+        return bool(policy()) if callable(policy) else policy
 
 
 _settings = Settings()
@@ -33,6 +42,7 @@ def configure(
     max_threads: int | None = None,
     stuck_after: float | None = None,
     detached_output: str | _Unset | None = UNSET,
+    thread_sensitive: bool | Callable[[], bool] | None = None,
 ) -> Settings:
     """Change process-wide settings; arguments left ``None`` keep their value.
 
@@ -41,7 +51,9 @@ def configure(
     connections). ``stuck_after`` is the delay after which ``debug=True`` weaves report
     the tasks still running, by name. ``detached_output`` is a file path that detached
     children (``background=True, fork=True``) append their stdout and stderr to (default
-    ``None``: ``/dev/null``).
+    ``None``: ``/dev/null``). ``thread_sensitive`` is the default for sync tasks and
+    weaves that do not choose: ``True`` runs them on the caller's thread, or a function
+    deciding per weave (the Django integration installs one).
     """
     global _settings
     if max_threads is not None and (type(max_threads) is not int or max_threads < 1):
@@ -54,6 +66,12 @@ def configure(
         raise InvalidOptionError(
             f"stuck_after must be a number of seconds > 0, got {stuck_after!r}"
         )
+    if thread_sensitive is not None and not (
+        isinstance(thread_sensitive, bool) or callable(thread_sensitive)
+    ):
+        raise InvalidOptionError(
+            f"thread_sensitive must be a bool or a function returning one, got {thread_sensitive!r}"
+        )
     with _lock:
         _settings = replace(
             _settings,
@@ -61,6 +79,9 @@ def configure(
             stuck_after=_settings.stuck_after if stuck_after is None else float(stuck_after),
             detached_output=(
                 _settings.detached_output if detached_output is UNSET else detached_output
+            ),
+            thread_sensitive=(
+                _settings.thread_sensitive if thread_sensitive is None else thread_sensitive
             ),
         )
         lanes.set_max_threads(_settings.max_threads)

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from types import FunctionType
 from typing import Any, TypeVar, overload
 
-from .errors import DefinitionError
+from .errors import DefinitionError, InvalidOptionError
 from .task_spec import (
     NO_OPTIONS,
     UNSET,
@@ -36,6 +36,11 @@ class Do:
         self._takes_self = takes_self
 
     def _registered(self, spec: TaskSpec, function: Any) -> Any:
+        if spec.is_async and spec.thread_sensitive:
+            raise InvalidOptionError(
+                f"thread_sensitive=True on async task {spec.name!r}: it runs on the event "
+                f"loop; the option places sync tasks on the caller's thread"
+            )
         if spec.name == "<lambda>":
             raise DefinitionError(
                 "@do was given a lambda, which has no name to stand for its result; define "
@@ -61,6 +66,7 @@ class Do:
         timeout: float | _Unset | None = UNSET,
         workers: int | _Unset | None = UNSET,
         limit_per_minute: float | _Unset | None = UNSET,
+        thread_sensitive: bool | _Unset | None = UNSET,
     ) -> Callable[[F], F]: ...
 
     def __call__(
@@ -72,6 +78,7 @@ class Do:
         timeout: float | _Unset | None = UNSET,
         workers: int | _Unset | None = UNSET,
         limit_per_minute: float | _Unset | None = UNSET,
+        thread_sensitive: bool | _Unset | None = UNSET,
     ) -> Any:
         if type(source) is FunctionType:  # bare @do on a `def`: the hot path
             spec = known_function_spec(source, self._takes_self)
@@ -79,11 +86,11 @@ class Do:
                 spec = make_spec(source, None, NO_OPTIONS, self._takes_self)
             return self._registered(spec, source)
         if callable(source) and not isinstance(source, str):  # bare @do: no options given
-            return self._register(
-                make_spec(source, None, NO_OPTIONS, takes_self=self._takes_self), source
-            )
+            return self._registered(make_spec(source, None, NO_OPTIONS, self._takes_self), source)
         # Checked here, at the decorator line, so a mistake points at it.
-        options = _options(retries, timeout, workers, limit_per_minute, source is not None)
+        options = _options(
+            retries, timeout, workers, limit_per_minute, thread_sensitive, source is not None
+        )
         map_source = None if source is None else map_source_of(source)
 
         def decorator(function: F) -> F:
@@ -98,18 +105,29 @@ _OPTIONS: dict[tuple[Any, ...], TaskOptions] = {}
 
 
 def _options(
-    retries: Any, timeout: Any, workers: Any, limit_per_minute: Any, mapped: bool
+    retries: Any,
+    timeout: Any,
+    workers: Any,
+    limit_per_minute: Any,
+    thread_sensitive: Any,
+    mapped: bool,
 ) -> TaskOptions:
     """Validated options, one shared object per distinct set (a block's decorators run
     on every run of it)."""
-    key = (retries, timeout, workers, limit_per_minute, mapped)
+    values = (retries, timeout, workers, limit_per_minute, thread_sensitive)
+    # Types too: 1 == True and 1 == 1.0, but they are not the same option value.
+    key = (*values, *map(type, values), mapped)
     try:
         cached = _OPTIONS.get(key)
     except TypeError:  # an unhashable value: let validation say what is wrong with it
         cached = None
     if cached is None:
         cached = TaskOptions(
-            retries=retries, timeout=timeout, workers=workers, limit_per_minute=limit_per_minute
+            retries=retries,
+            timeout=timeout,
+            workers=workers,
+            limit_per_minute=limit_per_minute,
+            thread_sensitive=thread_sensitive,
         )
         check_options(cached, mapped=mapped)
         if len(_OPTIONS) < 1024:

@@ -31,6 +31,7 @@ class Recipe:
     debug: bool
     max_workers: int | None
     origin: str
+    thread_sensitive: bool | None = None  # weave(thread_sensitive=...): None: configure()
 
 
 def plan_graph(recipe: Recipe) -> Graph:
@@ -41,7 +42,11 @@ def plan_graph(recipe: Recipe) -> Graph:
 
 
 def new_run(
-    recipe: Recipe, graph: Graph, loop: LoopBinding | None, on_finish: Callable[[], None]
+    recipe: Recipe,
+    graph: Graph,
+    loop: LoopBinding | None,
+    on_finish: Callable[[], None],
+    submit_sensitive: Callable[[lanes.Job], None],
 ) -> Run:
     submit = lanes.thread_pool().submit
     if recipe.max_workers is not None:
@@ -54,7 +59,28 @@ def new_run(
         on_finish=on_finish,
         origin=recipe.origin,
         stuck_after=settings().stuck_after if recipe.debug else None,
+        sensitive=thread_sensitive_tasks(recipe, graph),
+        submit_sensitive=submit_sensitive,
     )
+
+
+def thread_sensitive_tasks(recipe: Recipe, graph: Graph) -> frozenset[str]:
+    """The sync tasks that run on the caller's thread: each task's own choice, else the
+    weave's, else ``configure(thread_sensitive=...)`` (evaluated once, on the caller's
+    thread, when the weave starts: e.g. "inside a database transaction")."""
+    default = recipe.thread_sensitive
+    names = []
+    for name, spec in graph.specs.items():
+        if spec.is_async:
+            continue
+        choice = spec.thread_sensitive
+        if choice is None:
+            if default is None:
+                default = settings().thread_sensitive_now()
+            choice = default
+        if choice:
+            names.append(name)
+    return frozenset(names)
 
 
 def _side_loop(graph: Graph) -> LoopBinding | None:
@@ -69,7 +95,7 @@ def _side_loop(graph: Graph) -> LoopBinding | None:
 def run_blocking(recipe: Recipe, graph: Graph) -> Run:
     """Run in the calling thread's stead: it waits (serving work sent back) until done."""
     with lanes.CallerWaiter() as waiter:
-        run = new_run(recipe, graph, _side_loop(graph), waiter.done)
+        run = new_run(recipe, graph, _side_loop(graph), waiter.done, waiter.call)
         run.start(active_collectors())
         try:
             waiter.wait()
@@ -92,7 +118,7 @@ async def run_awaiting(recipe: Recipe, graph: Graph) -> Run:
     def on_finish() -> None:
         binding.call(set_finished)
 
-    run = new_run(recipe, graph, binding, on_finish)
+    run = new_run(recipe, graph, binding, on_finish, lanes.sensitive_lane_for(binding.loop))
     run.start(active_collectors())
     try:
         await asyncio.shield(finished)
@@ -134,7 +160,9 @@ def start_background(
     def on_finish() -> None:
         finish(result_of(runs[0]))
 
-    runs.append(new_run(recipe, graph, _side_loop(graph), on_finish))
+    # No caller waits: thread-sensitive tasks share one dedicated thread.
+    sensitive = lanes.serial_thread().submit
+    runs.append(new_run(recipe, graph, _side_loop(graph), on_finish, sensitive))
     runs[0].start(active_collectors())
     return completion
 

@@ -268,6 +268,26 @@ class LoopThread:
         self.loop.run_forever()
 
 
+class SerialThread:
+    """One dedicated daemon thread running jobs one after another: the thread-sensitive
+    lane when no caller thread waits (background weaves, async callers without
+    asgiref), as asgiref's single thread-sensitive executor does."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Job] = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._work, name="wove-sensitive", daemon=True)
+        self.thread.start()
+
+    def submit(self, job: Job) -> None:
+        self._queue.put(job)
+
+    def _work(self) -> None:
+        while True:
+            job = self._queue.get()
+            _run_job(job)
+            del job
+
+
 class CallerWaiter:
     """A sync caller blocks here until the run is over, serving work sent to its thread.
 
@@ -338,6 +358,38 @@ def where_is(thread_id: int) -> str | None:
     return f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
 
 
+# --- thread-call wrappers --------------------------------------------------------------
+
+ThreadCallWrapper = Callable[[Callable[[], Any]], Any]
+_wrappers: tuple[ThreadCallWrapper, ...] = ()
+
+
+def add_thread_call_wrapper(wrapper: ThreadCallWrapper) -> Callable[[], None]:
+    """Run every sync task call made on a pool thread as ``wrapper(call)``.
+
+    ``wrapper`` receives the call (no arguments) and must call it once and return its
+    value; it may set up and tear down around it. Integrations use this for per-thread
+    resource hygiene (the Django adapter closes the pool thread's database connections
+    after each task) and to annotate the trace (``wove.annotate``). Calls on the caller's
+    thread (thread-sensitive tasks) are not wrapped. Applies to weaves started after the
+    call; returns a function that removes the wrapper.
+    """
+    global _wrappers
+    with _lock:
+        _wrappers = (*_wrappers, wrapper)
+
+    def remove() -> None:
+        global _wrappers
+        with _lock:
+            _wrappers = tuple(w for w in _wrappers if w is not wrapper)
+
+    return remove
+
+
+def thread_call_wrappers() -> tuple[ThreadCallWrapper, ...]:
+    return _wrappers
+
+
 # --- process-wide singletons, created lazily and forgotten in a forked child -----------
 
 _lock = threading.Lock()
@@ -345,6 +397,39 @@ _pool: ThreadPool | None = None
 _watcher: DeadlineWatcher | None = None
 _loops: list[LoopThread] = []
 _max_threads = 256
+
+
+_serial: SerialThread | None = None
+_pending_sensitive: set[asyncio.Task[Any]] = set()
+
+
+def serial_thread() -> SerialThread:
+    global _serial
+    if _serial is None:
+        with _lock:
+            if _serial is None:
+                _serial = SerialThread()
+    return _serial
+
+
+def sensitive_lane_for(loop: asyncio.AbstractEventLoop) -> Callable[[Job], None]:
+    """How an async caller runs thread-sensitive jobs: through asgiref's
+    ``sync_to_async(thread_sensitive=True)`` when asgiref is installed (Django's own
+    rule: the request's sync thread under ASGI), else on Wove's dedicated thread."""
+    try:
+        from asgiref.sync import sync_to_async
+    except ImportError:
+        return serial_thread().submit
+
+    def submit(job: Job) -> None:
+        def start() -> None:
+            task = loop.create_task(sync_to_async(job, thread_sensitive=True)())
+            _pending_sensitive.add(task)  # asyncio keeps only weak references
+            task.add_done_callback(_pending_sensitive.discard)
+
+        loop.call_soon_threadsafe(start)
+
+    return submit
 
 
 def thread_pool() -> ThreadPool:
@@ -395,7 +480,9 @@ def loop_for_sync_caller() -> LoopThread:
 
 
 def _forget_in_child() -> None:
-    global _pool, _watcher, _lock
+    global _pool, _watcher, _lock, _serial
+    _serial = None
+    _pending_sensitive.clear()
     _lock = threading.Lock()
     _pool = None
     _watcher = None

@@ -77,7 +77,7 @@ def _in_thread(
         if future.cancelled():
             return
         try:
-            value = context.run(function, *args)
+            value = context.run(run.thread_call, function, args)
         except BaseException as error:
             loop.call_soon_threadsafe(settle, None, error)
         else:

@@ -61,6 +61,13 @@ _ids = itertools.count(1)
 _perf = time.perf_counter
 _ABANDONED: Final = object()  # a sync call given up at its timeout (already reported)
 
+# Where a task's calls run: the event loop, the shared thread pool, or the caller's
+# thread (thread-sensitive sync tasks: they share its database connection).
+Lane = Literal["loop", "thread", "caller"]
+LOOP: Final = "loop"
+THREAD: Final = "thread"
+CALLER: Final = "caller"
+
 
 def current_run() -> Run | None:
     """The run whose task is executing in this context, if any."""
@@ -130,13 +137,14 @@ Work = str | _Mapped
 class _TimedCall:
     """A sync attempt under a timeout: the deadline and the thread race to settle it."""
 
-    __slots__ = ("abandoned", "deadline", "live", "thread_id")
+    __slots__ = ("abandoned", "deadline", "lent", "live", "thread_id")
 
     def __init__(self) -> None:
         self.live = True
         self.abandoned = False
         self.thread_id = threading.get_ident()
         self.deadline: lanes.Deadline | None = None
+        self.lent = False
 
 
 class Run:
@@ -150,6 +158,8 @@ class Run:
         on_finish: Callable[[], None],
         origin: str,
         stuck_after: float | None = None,
+        sensitive: frozenset[str] = frozenset(),
+        submit_sensitive: Callable[[Job], None] | None = None,
     ) -> None:
         self.graph = graph
         self.origin = origin
@@ -159,6 +169,9 @@ class Run:
         self.failed_at: tuple[str, int | None] | None = None
         self._specs = graph.specs
         self._nodes = graph.shape.nodes
+        self._sensitive = sensitive  # sync tasks that run on the caller's thread
+        self._submit_sensitive = submit_sensitive or submit
+        self._wrappers = lanes.thread_call_wrappers()
         self._on_finish = on_finish
         self._lock = threading.Lock()
         self._values: dict[str, Any] = {**data, DATA: dict(data)}
@@ -189,7 +202,7 @@ class Run:
         if not self._specs:
             self._finish_if_done()
             return
-        self._dispatch(list(self.graph.shape.roots), continue_as=None)
+        self._dispatch(list(self.graph.shape.roots), None)
 
     def submit_counted(self, job: Job) -> None:
         """Run a job on the run's thread lane, counted as a running call: the weave does
@@ -204,6 +217,13 @@ class Run:
                 self._call_ended()
 
         self.submit(counted)
+
+    def thread_call(self, function: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        """Call a sync function on a pool thread of this run, inside the registered
+        thread-call wrappers (``merge`` uses it for its sync calls)."""
+        if not self._wrappers:
+            return function(*args)
+        return _wrapped(self._wrappers, function, dict(enumerate(args)), positional=True)
 
     def cancel(self, reason: BaseException) -> None:
         """Stop the run from outside (its caller was cancelled or interrupted)."""
@@ -225,12 +245,17 @@ class Run:
 
     # --- dispatch --------------------------------------------------------------------
 
-    def _dispatch(self, ready: list[str], continue_as: bool | None) -> Work | None:
-        """Start ready tasks; return one whose ``is_async`` is ``continue_as`` for the
-        calling worker to run itself."""
+    def _lane_of(self, name: str) -> Lane:
+        if self._specs[name].is_async:
+            return LOOP
+        return CALLER if name in self._sensitive else THREAD
+
+    def _dispatch(self, ready: list[str], continue_as: Lane | None) -> Work | None:
+        """Start ready tasks; return one of lane ``continue_as`` for the calling worker to
+        run itself."""
         continuation: Work | None = None
         for name in ready:  # may grow: a task mapped over nothing completes at once
-            spec = self._specs[name]
+            spec, lane = self._specs[name], self._lane_of(name)
             work: Work
             if spec.map_source is None:
                 work, count = name, 1
@@ -241,14 +266,15 @@ class Run:
                 if not mapped.items:
                     ready.extend(self._complete(name, [], 0.0))
                     continue
-                work, count = mapped, mapped.worker_count()
-                if spec.is_async and self._plain(spec):
+                # The caller's thread is one thread: its items run one after another.
+                work, count = mapped, 1 if lane == CALLER else mapped.worker_count()
+                if lane == LOOP and self._plain(spec):
                     self._launch_fan_out(mapped)
                     continue
-            if continuation is None and spec.is_async is continue_as:
+            if continuation is None and lane == continue_as:
                 continuation, count = work, count - 1
             for _ in range(count):
-                self._launch(work, spec.is_async)
+                self._launch(work, lane)
         return continuation
 
     def _plain(self, spec: TaskSpec) -> bool:
@@ -269,9 +295,12 @@ class Run:
         kwargs = self._inputs(node.inputs)
         return _Mapped(spec, node.item_param, kwargs, items)
 
-    def _launch(self, work: Work, is_async: bool) -> None:
-        if not is_async:
-            self.submit(lambda: self._sync_worker(work))
+    def _launch(self, work: Work, lane: Lane) -> None:
+        if lane == THREAD:
+            self.submit(lambda: self._sync_worker(work, THREAD))
+            return
+        if lane == CALLER:
+            self._submit_sensitive(lambda: self._sync_worker(work, CALLER))
             return
         loop = self.loop
         assert loop is not None, "an async task needs a loop"
@@ -386,83 +415,92 @@ class Run:
 
     # --- sync lane -------------------------------------------------------------------
 
-    def _sync_worker(self, work: Work | None) -> None:
+    def _sync_worker(self, work: Work | None, lane: Lane) -> None:
         while work is not None:
             if isinstance(work, str):
-                work = self._sync_chain(work) if self._start_call(work) else None
+                work = self._sync_chain(work, lane) if self._start_call(work) else None
             else:
-                work = self._sync_items(work)
+                work = self._sync_items(work, lane)
 
-    def _sync_chain(self, name: str | None) -> Work | None:
+    def _sync_chain(self, name: str | None, lane: Lane) -> Work | None:
         """Run ``name`` (counted as running), then each sync task it hands over to."""
         while name is not None:
             spec = self._specs[name]
             kwargs = self._inputs(self._nodes[name].inputs)
-            value, error, start = self._call_sync(spec, None, kwargs)
+            value, error, start = self._call_sync(spec, None, kwargs, lane)
             if value is _ABANDONED:
                 return None
-            name, work = self._handover(name, value, error, start, is_async=False)
+            name, work = self._handover(name, value, error, start, lane)
             if work is not None:
                 return work
         return None
 
-    def _sync_items(self, mapped: _Mapped) -> Work | None:
+    def _sync_items(self, mapped: _Mapped, lane: Lane) -> Work | None:
         while (index := self._claim(mapped)) >= 0:
             delay = self._start_delay(mapped, index)
             if delay > 0:  # rate-limited: give the thread back, come back on time
                 self._call_ended()
                 lanes.deadlines().arm(
                     time.monotonic() + delay,
-                    lambda: self.submit(lambda: self._sync_resume(mapped, index)),
+                    lambda: self._resubmit(mapped, index, lane),
                 )
                 return None
-            ready = self._sync_item(mapped, index)
+            ready = self._sync_item(mapped, index, lane)
             if ready:
-                return self._dispatch_ready(ready, False)
+                return self._dispatch_ready(ready, lane)
         return None
 
-    def _sync_resume(self, mapped: _Mapped, index: int) -> None:
+    def _resubmit(self, mapped: _Mapped, index: int, lane: Lane) -> None:
+        submit = self._submit_sensitive if lane == CALLER else self.submit
+        submit(lambda: self._sync_resume(mapped, index, lane))
+
+    def _sync_resume(self, mapped: _Mapped, index: int, lane: Lane) -> None:
         if not self._start_call(mapped.name):
             return
-        ready = self._sync_item(mapped, index)
-        following = self._dispatch_ready(ready, False) if ready else None
-        self._sync_worker(following or mapped)
+        ready = self._sync_item(mapped, index, lane)
+        following = self._dispatch_ready(ready, lane) if ready else None
+        self._sync_worker(following or mapped, lane)
 
-    def _sync_item(self, mapped: _Mapped, index: int) -> list[str]:
+    def _sync_item(self, mapped: _Mapped, index: int, lane: Lane) -> list[str]:
         kwargs = {**mapped.kwargs, mapped.item_param: mapped.items[index]}
-        value, error, start = self._call_sync(mapped.spec, index, kwargs)
+        value, error, start = self._call_sync(mapped.spec, index, kwargs, lane)
         if value is _ABANDONED:
             return []
         return self._settle_item(mapped, index, value, error, start)
 
     def _call_sync(
-        self, spec: TaskSpec, index: int | None, kwargs: dict[str, Any]
+        self, spec: TaskSpec, index: int | None, kwargs: dict[str, Any], lane: Lane
     ) -> tuple[Any, BaseException | None, float]:
         """Call with retries (and a timeout per attempt); (value, error, start time)."""
         function, timeout = spec.function, spec.timeout
         attempt, start = 0, _perf()
         while True:
             began = _perf()
-            timed = self._arm_sync_timeout(spec.name, index, timeout) if timeout else None
+            timed = self._arm_sync_timeout(spec.name, index, timeout, lane) if timeout else None
             error: BaseException | None = None
             value = None
             context = self._context.copy()
             extra = open_annotations(context) if self._collectors else None
             try:
-                value = context.run(function, **kwargs)
+                if lane == THREAD and self._wrappers:
+                    value = context.run(_wrapped, self._wrappers, function, kwargs)
+                else:
+                    value = context.run(function, **kwargs)
             except BaseException as exc:
                 error = exc
             if timed is not None and self._settle_timed(timed):
                 return _ABANDONED, None, start  # the timeout already failed the task
             if not _retryable(error, attempt, spec) or self._failure is not None:
                 break
-            self._trace(spec.name, index, "thread", began, attempt, error, extra)
+            self._trace(spec.name, index, lane, began, attempt, error, extra)
             attempt += 1
         if self._collectors:
-            self._trace(spec.name, index, "thread", began, attempt, error, extra)
+            self._trace(spec.name, index, lane, began, attempt, error, extra)
         return value, error, start
 
-    def _arm_sync_timeout(self, name: str, index: int | None, timeout: float) -> _TimedCall:
+    def _arm_sync_timeout(
+        self, name: str, index: int | None, timeout: float, lane: Lane
+    ) -> _TimedCall:
         timed = _TimedCall()
 
         def expire() -> None:
@@ -479,8 +517,10 @@ class Run:
             lanes.logger.warning("wove: %s; abandoning its thread", error)
             # The abandoned call keeps its pool thread: lend the pool one in its place
             # until it returns, so abandoned calls cannot starve later work.
-            lanes.thread_pool().lend()
-            self._trace(name, index, "thread", _perf() - timeout, 0, error)
+            timed.lent = lane == THREAD
+            if timed.lent:
+                lanes.thread_pool().lend()
+            self._trace(name, index, lane, _perf() - timeout, 0, error)
             self._fail(name, index, error, ended_call=True)
 
         timed.deadline = lanes.deadlines().arm(time.monotonic() + timeout, expire)
@@ -493,7 +533,7 @@ class Run:
             abandoned = timed.abandoned
         if timed.deadline is not None:
             timed.deadline.cancel()  # drops the callback, and with it this run
-        if abandoned:
+        if abandoned and timed.lent:
             lanes.thread_pool().give_back()  # the thread lent at the timeout
         return abandoned
 
@@ -527,7 +567,7 @@ class Run:
                 return None
             except BaseException as exc:  # KeyboardInterrupt, SystemExit: still this task's
                 value, error, start = None, exc, _perf()
-            name, work = self._handover(name, value, error, start, is_async=True)
+            name, work = self._handover(name, value, error, start, LOOP)
             if work is not None:
                 return work
         return None
@@ -545,7 +585,7 @@ class Run:
                 return None
             ready = self._settle_item(mapped, index, value, error, start)
             if ready:
-                return self._dispatch_ready(ready, True)
+                return self._dispatch_ready(ready, LOOP)
         return None
 
     async def _call_async(
@@ -600,7 +640,7 @@ class Run:
     # --- completion ------------------------------------------------------------------
 
     def _handover(
-        self, name: str, value: Any, error: BaseException | None, start: float, *, is_async: bool
+        self, name: str, value: Any, error: BaseException | None, start: float, lane: Lane
     ) -> tuple[str | None, Work | None]:
         """Record an unmapped task's outcome and start what became ready.
 
@@ -616,8 +656,7 @@ class Run:
         with self._lock:
             ready = self._complete_locked(name, value, end - start)
             for position, candidate in enumerate(ready):
-                spec = self._specs[candidate]
-                if spec.is_async is is_async and spec.map_source is None:
+                if self._lane_of(candidate) == lane and self._specs[candidate].map_source is None:
                     following = ready.pop(position)
                     if self._stuck_after is not None:
                         self._started.setdefault(following, time.monotonic())
@@ -635,7 +674,7 @@ class Run:
         if following is not None:
             self._dispatch(ready, None)
             return following, None
-        work = self._dispatch(ready, is_async)
+        work = self._dispatch(ready, lane)
         self._call_ended()
         return None, work
 
@@ -663,7 +702,7 @@ class Run:
             self._on_finish()
         return ready
 
-    def _dispatch_ready(self, ready: list[str], continue_as: bool | None) -> Work | None:
+    def _dispatch_ready(self, ready: list[str], continue_as: Lane | None) -> Work | None:
         """Dispatch what a settled item made ready, then end that item's call."""
         work = self._dispatch(ready, continue_as)
         self._call_ended()
@@ -749,7 +788,7 @@ class Run:
         self,
         name: str,
         index: int | None,
-        lane: Literal["thread", "loop"],
+        lane: Lane,
         start: float,
         attempt: int,
         error: BaseException | None,
@@ -807,6 +846,22 @@ class Run:
             lanes.deadlines().arm(time.monotonic() + interval, report)
 
         lanes.deadlines().arm(time.monotonic() + interval, report)
+
+
+def _wrapped(
+    wrappers: tuple[Callable[[Callable[[], Any]], Any], ...],
+    function: Callable[..., Any],
+    kwargs: dict[Any, Any],
+    positional: bool = False,
+) -> Any:
+    """Call ``function`` inside every wrapper (the first registered is the outermost)."""
+
+    def call() -> Any:
+        return function(*kwargs.values()) if positional else function(**kwargs)
+
+    for wrapper in reversed(wrappers):
+        call = functools.partial(wrapper, call)
+    return call()
 
 
 def _retryable(error: BaseException | None, attempt: int, spec: TaskSpec) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import astuple, dataclass, field, replace
 from enum import Enum
 from types import CodeType, FunctionType
 from typing import Any, Final, NamedTuple
@@ -38,16 +38,15 @@ class TaskOptions:
     timeout: float | _Unset | None = UNSET
     workers: int | _Unset | None = UNSET
     limit_per_minute: float | _Unset | None = UNSET
+    thread_sensitive: bool | _Unset | None = UNSET
 
     def inherit(self, base: TaskOptions) -> TaskOptions:
         """These options, with every field not given here taken from ``base``."""
         return TaskOptions(
-            retries=base.retries if self.retries is UNSET else self.retries,
-            timeout=base.timeout if self.timeout is UNSET else self.timeout,
-            workers=base.workers if self.workers is UNSET else self.workers,
-            limit_per_minute=(
-                base.limit_per_minute if self.limit_per_minute is UNSET else self.limit_per_minute
-            ),
+            *(
+                mine if mine is not UNSET else theirs
+                for mine, theirs in zip(astuple(self), astuple(base), strict=True)
+            )
         )
 
 
@@ -102,6 +101,12 @@ class TaskSpec(NamedTuple):
     @property
     def workers(self) -> int | None:
         return None if self.options.workers is UNSET else self.options.workers
+
+    @property
+    def thread_sensitive(self) -> bool | None:
+        """True: on the caller's thread; False: on the pool; None: the weave decides."""
+        value = self.options.thread_sensitive
+        return None if value is UNSET else value
 
     @property
     def limit_per_minute(self) -> float | None:
@@ -203,6 +208,11 @@ def check_options(options: TaskOptions, *, mapped: bool) -> None:
     if timeout is not UNSET and timeout is not None and not _positive_number(timeout):
         raise InvalidOptionError(
             f"timeout must be a number of seconds > 0 (or None for no timeout), got {timeout!r}"
+        )
+    sensitive = options.thread_sensitive
+    if not (sensitive is UNSET or sensitive is None or isinstance(sensitive, bool)):
+        raise InvalidOptionError(
+            f"thread_sensitive must be True, False or None (the weave decides), got {sensitive!r}"
         )
     for option in ("workers", "limit_per_minute"):
         value = getattr(options, option)

@@ -35,7 +35,7 @@ class TraceRecord:
     weave_id: int  # distinguishes two runs of the same block
     task: str
     index: int | None  # item index of a mapped task
-    lane: Literal["thread", "loop"]  # a pool thread, or the event loop
+    lane: Literal["thread", "loop", "caller"]  # a pool thread, the loop, the caller's thread
     thread: str  # name of the thread it ran on
     start: float  # time.perf_counter() seconds
     end: float

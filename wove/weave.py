@@ -43,10 +43,15 @@ class WeaveBlock:
         background: bool,
         fork: ForkMode,
         on_done: OnDone | None,
+        thread_sensitive: bool | None,
         data: dict[str, Any],
         origin: str,
     ) -> None:
         _check_arguments(parent_weave, max_workers, background, fork, on_done)
+        if not (thread_sensitive is None or isinstance(thread_sensitive, bool)):
+            raise InvalidOptionError(
+                f"thread_sensitive must be True, False or None, got {thread_sensitive!r}"
+            )
         check_data_names(data)
         self._parent = parent_weave
         self._debug = debug
@@ -54,6 +59,7 @@ class WeaveBlock:
         self._background = background
         self._fork = fork
         self._on_done = on_done
+        self._thread_sensitive = thread_sensitive
         self._data = data
         self._origin = origin
         self._specs: dict[str, TaskSpec] = {}
@@ -103,6 +109,7 @@ class WeaveBlock:
             debug=self._debug,
             max_workers=self._max_workers,
             origin=self._origin,
+            thread_sensitive=self._thread_sensitive,
         )
 
     def _plan(self, recipe: execution.Recipe) -> Graph:
@@ -318,6 +325,7 @@ def weave(
     background: bool = False,
     fork: ForkMode = False,
     on_done: OnDone | None = None,
+    thread_sensitive: bool | None = None,
     **data: Any,
 ) -> WeaveBlock:
     """Collect tasks in a ``with`` / ``async with`` block and run them when it ends.
@@ -331,6 +339,10 @@ def weave(
     ``background``: return from the block at once; the weave runs in the background and
     ``on_done(result)`` is called when it finishes. ``fork=True`` runs it in a detached
     child process instead (``"fork"`` or ``"spawn"`` to choose how).
+    ``thread_sensitive``: where this weave's sync tasks run unless they choose with
+    ``@w.do(thread_sensitive=...)``: ``True`` on the caller's thread (sharing its database
+    connection and transaction, one at a time), ``False`` on the shared pool, ``None``
+    (default) as ``configure(thread_sensitive=...)`` says.
     """
     frame = sys._getframe(1)
     return WeaveBlock(
@@ -340,6 +352,7 @@ def weave(
         background=background,
         fork=fork,
         on_done=on_done,
+        thread_sensitive=thread_sensitive,
         data=data,
         origin=f"{frame.f_code.co_filename}:{frame.f_lineno}",
     )
