@@ -169,7 +169,12 @@ class Run:
         self.failed_at: tuple[str, int | None] | None = None
         self._specs = graph.specs
         self._nodes = graph.shape.nodes
-        self._sensitive = sensitive  # sync tasks that run on the caller's thread
+        # Each task's lane, decided once: sync tasks in `sensitive` run on the caller's
+        # thread, the other sync tasks on the pool, async tasks on the loop.
+        self._lanes: dict[str, Lane] = {
+            name: LOOP if spec.is_async else CALLER if name in sensitive else THREAD
+            for name, spec in graph.specs.items()
+        }
         self._submit_sensitive = submit_sensitive or submit
         self._wrappers = lanes.thread_call_wrappers()
         self._on_finish = on_finish
@@ -245,17 +250,12 @@ class Run:
 
     # --- dispatch --------------------------------------------------------------------
 
-    def _lane_of(self, name: str) -> Lane:
-        if self._specs[name].is_async:
-            return LOOP
-        return CALLER if name in self._sensitive else THREAD
-
     def _dispatch(self, ready: list[str], continue_as: Lane | None) -> Work | None:
         """Start ready tasks; return one of lane ``continue_as`` for the calling worker to
         run itself."""
         continuation: Work | None = None
         for name in ready:  # may grow: a task mapped over nothing completes at once
-            spec, lane = self._specs[name], self._lane_of(name)
+            spec, lane = self._specs[name], self._lanes[name]
             work: Work
             if spec.map_source is None:
                 work, count = name, 1
@@ -656,7 +656,7 @@ class Run:
         with self._lock:
             ready = self._complete_locked(name, value, end - start)
             for position, candidate in enumerate(ready):
-                if self._lane_of(candidate) == lane and self._specs[candidate].map_source is None:
+                if self._lanes[candidate] == lane and self._specs[candidate].map_source is None:
                     following = ready.pop(position)
                     if self._stuck_after is not None:
                         self._started.setdefault(following, time.monotonic())
