@@ -162,7 +162,11 @@ def start_background(
 
     # No caller waits: thread-sensitive tasks share one dedicated thread.
     sensitive = lanes.serial_thread().submit
-    runs.append(new_run(recipe, graph, _side_loop(graph), on_finish, sensitive))
+    try:  # (a configured thread-sensitive policy runs here, and may raise)
+        runs.append(new_run(recipe, graph, _side_loop(graph), on_finish, sensitive))
+    except Exception as error:
+        finish(failed_result(recipe, error))
+        return completion
     runs[0].start(active_collectors())
     return completion
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import heapq
 import itertools
 import logging
@@ -273,9 +274,11 @@ class SerialThread:
     lane when no caller thread waits (background weaves, async callers without
     asgiref), as asgiref's single thread-sensitive executor does."""
 
-    def __init__(self) -> None:
+    def __init__(self, index: int) -> None:
+        self.blocked = 0  # weaves waiting on this thread, or calls abandoned on it
         self._queue: queue.SimpleQueue[Job] = queue.SimpleQueue()
-        self.thread = threading.Thread(target=self._work, name="wove-sensitive", daemon=True)
+        name = "wove-sensitive" if not index else f"wove-sensitive-{index}"
+        self.thread = threading.Thread(target=self._work, name=name, daemon=True)
         self.thread.start()
 
     def submit(self, job: Job) -> None:
@@ -301,21 +304,14 @@ class CallerWaiter:
 
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._blocking: LoopThread | None = None
+        self._blocking: LoopThread | SerialThread | None = None
 
     def __enter__(self) -> CallerWaiter:
-        ident = threading.get_ident()
-        with _lock:
-            for loop_thread in _loops:
-                if loop_thread.thread.ident == ident:
-                    loop_thread.blocked += 1
-                    self._blocking = loop_thread
+        self._blocking = block_current_thread()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        if self._blocking is not None:
-            with _lock:
-                self._blocking.blocked -= 1
+        unblock(self._blocking)
 
     def done(self) -> None:
         self._queue.put(self._DONE)
@@ -399,17 +395,45 @@ _loops: list[LoopThread] = []
 _max_threads = 256
 
 
-_serial: SerialThread | None = None
+_serials: list[SerialThread] = []
 _pending_sensitive: set[asyncio.Task[Any]] = set()
 
 
 def serial_thread() -> SerialThread:
-    global _serial
-    if _serial is None:
+    """A dedicated thread-sensitive thread that is neither this thread nor blocked.
+
+    Nearly always the first one. A thread-sensitive task that itself waits on a weave
+    with thread-sensitive tasks (and a call abandoned at its timeout) blocks its thread:
+    work then goes to the next one, so no thread ever waits on itself.
+    """
+    ident = threading.get_ident()
+    with _lock:
+        for serial in _serials:
+            if not serial.blocked and serial.thread.ident != ident:
+                return serial
+        _serials.append(SerialThread(len(_serials)))
+        return _serials[-1]
+
+
+def block_current_thread() -> LoopThread | SerialThread | None:
+    """Mark this thread blocked if it is one of Wove's loop or thread-sensitive threads."""
+    return block_thread(threading.get_ident())
+
+
+def block_thread(ident: int) -> LoopThread | SerialThread | None:
+    with _lock:
+        candidates: list[LoopThread | SerialThread] = [*_loops, *_serials]
+        for dedicated in candidates:
+            if dedicated.thread.ident == ident:
+                dedicated.blocked += 1
+                return dedicated
+    return None
+
+
+def unblock(dedicated: LoopThread | SerialThread | None) -> None:
+    if dedicated is not None:
         with _lock:
-            if _serial is None:
-                _serial = SerialThread()
-    return _serial
+            dedicated.blocked -= 1
 
 
 def sensitive_lane_for(loop: asyncio.AbstractEventLoop) -> Callable[[Job], None]:
@@ -420,10 +444,14 @@ def sensitive_lane_for(loop: asyncio.AbstractEventLoop) -> Callable[[Job], None]
         from asgiref.sync import sync_to_async
     except ImportError:
         return serial_thread().submit
+    # The caller's context: it holds asgiref's per-request ThreadSensitiveContext, which
+    # a job submitted from a pool thread would not carry.
+    context = contextvars.copy_context()
 
     def submit(job: Job) -> None:
         def start() -> None:
-            task = loop.create_task(sync_to_async(job, thread_sensitive=True)())
+            coroutine = sync_to_async(job, thread_sensitive=True)()
+            task = loop.create_task(coroutine, context=context.copy())
             _pending_sensitive.add(task)  # asyncio keeps only weak references
             task.add_done_callback(_pending_sensitive.discard)
 
@@ -480,8 +508,8 @@ def loop_for_sync_caller() -> LoopThread:
 
 
 def _forget_in_child() -> None:
-    global _pool, _watcher, _lock, _serial
-    _serial = None
+    global _pool, _watcher, _lock
+    _serials.clear()
     _pending_sensitive.clear()
     _lock = threading.Lock()
     _pool = None

@@ -137,7 +137,7 @@ Work = str | _Mapped
 class _TimedCall:
     """A sync attempt under a timeout: the deadline and the thread race to settle it."""
 
-    __slots__ = ("abandoned", "deadline", "lent", "live", "thread_id")
+    __slots__ = ("abandoned", "blocking", "deadline", "lent", "live", "thread_id")
 
     def __init__(self) -> None:
         self.live = True
@@ -145,6 +145,7 @@ class _TimedCall:
         self.thread_id = threading.get_ident()
         self.deadline: lanes.Deadline | None = None
         self.lent = False
+        self.blocking: lanes.LoopThread | lanes.SerialThread | None = None
 
 
 class Run:
@@ -520,6 +521,8 @@ class Run:
             timed.lent = lane == THREAD
             if timed.lent:
                 lanes.thread_pool().lend()
+            else:  # on a dedicated thread-sensitive thread: later weaves use another
+                timed.blocking = lanes.block_thread(timed.thread_id)
             self._trace(name, index, lane, _perf() - timeout, 0, error)
             self._fail(name, index, error, ended_call=True)
 
@@ -535,6 +538,8 @@ class Run:
             timed.deadline.cancel()  # drops the callback, and with it this run
         if abandoned and timed.lent:
             lanes.thread_pool().give_back()  # the thread lent at the timeout
+        if abandoned:
+            lanes.unblock(timed.blocking)
         return abandoned
 
     # --- async lane ------------------------------------------------------------------
