@@ -234,3 +234,91 @@ def test_a_removed_wrapper_no_longer_runs() -> None:
 
     assert w.result.task == 5
     assert calls == []
+
+
+def _in_guard(target: Callable[[], Any], seconds: float = 10.0) -> Any:
+    """Run ``target`` in a thread; a deadlock fails the test instead of hanging it."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = target()
+        except BaseException as error:
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), "deadlocked"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def test_a_thread_sensitive_task_that_waits_on_another_one_does_not_deadlock() -> None:
+    async def inner() -> str:
+        async with weave() as w:
+
+            @w.do(thread_sensitive=True)
+            def nested() -> str:
+                return threading.current_thread().name
+
+        return str(w.result.nested)
+
+    async def outer() -> str:
+        async with weave() as w:
+
+            @w.do(thread_sensitive=True)
+            def waiting() -> str:
+                return asyncio.run(inner())  # blocks its dedicated thread
+
+        return str(w.result.waiting)
+
+    name = _in_guard(lambda: asyncio.run(outer()))
+    assert name.startswith("wove-sensitive")
+
+
+@pytest.mark.usefixtures("restore_thread_sensitive")
+def test_a_raising_policy_reaches_a_background_weaves_on_done() -> None:
+    def policy() -> bool:
+        raise LookupError("policy broke")
+
+    wove.configure(thread_sensitive=policy)
+    seen: list[BaseException | None] = []
+    with weave(background=True, on_done=lambda result: seen.append(result.exception)) as w:
+
+        @w.do
+        def task() -> int:
+            return 1
+
+    assert w.wait(5)
+    assert isinstance(seen[0], LookupError)
+
+
+def test_an_abandoned_thread_sensitive_call_does_not_hold_up_later_weaves() -> None:
+    release = threading.Event()
+
+    async def first() -> None:
+        async with weave() as w:
+
+            @w.do(thread_sensitive=True, timeout=0.1)
+            def stuck() -> None:
+                release.wait(5)
+
+    async def second() -> float:
+        started = time.monotonic()
+        async with weave() as w:
+
+            @w.do(thread_sensitive=True)
+            def quick() -> int:
+                return 1
+
+        assert w.result.quick == 1
+        return time.monotonic() - started
+
+    try:
+        with pytest.raises(wove.TaskTimeout):
+            asyncio.run(first())
+        assert _in_guard(lambda: asyncio.run(second())) < 2.0
+    finally:
+        release.set()
