@@ -9,6 +9,7 @@ import logging
 import re
 import threading
 import time
+import types
 
 import pytest
 
@@ -507,7 +508,34 @@ def test_the_page_for_no_requests_says_so() -> None:
 
 
 def test_the_package_exports_match_all() -> None:
-    public = {name for name in vars(traces) if not name.startswith("_")}
-    modules = {"render", "request", "store", "waterfall"}
-    assert public - modules == set(traces.__all__)
+    public = {
+        name
+        for name, value in vars(traces).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+    }
+    assert public == set(traces.__all__)
     assert traces.__all__ == sorted(traces.__all__)
+
+
+def test_annotations_that_cannot_be_shown_do_not_break_the_views() -> None:
+    class Unprintable:
+        def __str__(self) -> str:
+            raise RuntimeError("no str")
+
+    looped: dict[str, object] = {}
+    looped["self"] = looped
+    store = TraceStore()
+    recorder = RequestRecorder(store)
+    with recorder.recording("GET", "/odd") as active:
+        with weave() as w:
+
+            @w.do
+            def odd() -> int:
+                wove.annotate(looped=looped, odd=Unprintable())
+                return 1
+
+        active.finish(200)
+    (trace,) = store.recent()
+    assert w.result.odd == 1
+    json.dumps(trace_json(trace))  # no RecursionError, no RuntimeError
+    assert "odd" in waterfall_html([trace])

@@ -13,6 +13,7 @@ from typing import Any
 from wove import TraceRecord
 
 from .request import RequestTrace
+from .text import safe_text
 from .waterfall import plural, waterfall_html
 
 __all__ = ["server_timing", "trace_json", "waterfall_html"]
@@ -80,17 +81,23 @@ def _record_json(trace: RequestTrace, record: TraceRecord) -> dict[str, Any]:
     }
 
 
-def _jsonable(value: object) -> Any:
-    """Annotations are arbitrary objects; the JSON view must never fail on one."""
+def _jsonable(value: object, depth: int = 0) -> Any:
+    """Annotations are arbitrary objects; the JSON view must never fail on one (a cycle,
+    a deep structure, or an object whose ``str`` raises included)."""
     if value is None or isinstance(value, bool | int | str):
         return value
     if isinstance(value, float):
         return value if value == value and abs(value) != float("inf") else str(value)
+    if depth >= _MAX_DEPTH:
+        return safe_text(value)
     if isinstance(value, Mapping):
-        return {str(key): _jsonable(item) for key, item in value.items()}
+        return {safe_text(key): _jsonable(item, depth + 1) for key, item in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
-        return [_jsonable(item) for item in value]
-    return str(value)
+        return [_jsonable(item, depth + 1) for item in value]
+    return safe_text(value)
+
+
+_MAX_DEPTH = 8
 
 
 def _entry(name: str, seconds: float, desc: str) -> str:

@@ -21,6 +21,7 @@ from html import escape
 from wove import TraceRecord
 
 from .request import RequestTrace
+from .text import safe_text
 
 _STATUSES = ("ok", "error", "timeout", "cancelled")
 
@@ -50,7 +51,11 @@ def waterfall_html(
 
 
 def _legend() -> str:
-    keys = [("lane-thread status-ok", "sync task (thread)"), ("lane-loop status-ok", "async task")]
+    keys = [
+        ("lane-thread status-ok", "sync task (thread)"),
+        ("lane-caller status-ok", "sync task (caller's thread)"),
+        ("lane-loop status-ok", "async task"),
+    ]
     keys += [(f"lane-thread status-{s}", s) for s in _STATUSES[1:]]
     items = "".join(
         f'<span class="key"><span class="bar {cls}"></span>{text}</span>' for cls, text in keys
@@ -173,7 +178,7 @@ def _tooltip(trace: RequestTrace, record: TraceRecord) -> str:
     if record.error:
         lines.append(record.error)
     extra = getattr(record, "extra", {})  # TraceRecord gained `extra` late
-    lines += [f"{key} = {value}" for key, value in extra.items()]
+    lines += [f"{safe_text(key)} = {safe_text(value)}" for key, value in extra.items()]
     return "\n".join(lines)
 
 
@@ -226,7 +231,7 @@ def _ms(seconds: float) -> str:
 
 
 _CSS = """
-:root{--thread:#2563eb;--loop:#0d9488;--error:#dc2626;--timeout:#d97706;
+:root{--thread:#2563eb;--loop:#0d9488;--caller:#7c3aed;--error:#dc2626;--timeout:#d97706;
 --cancelled:#9ca3af;--grid:#e5e7eb;--muted:#6b7280;--ink:#111827}
 *{box-sizing:border-box}
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;color:var(--ink);
@@ -268,6 +273,7 @@ background-size:var(--tick) 100%}
 .bar{position:absolute;top:0;bottom:0;min-width:2px;border-radius:2px;background:var(--lane,#6b7280)}
 .bar.lane-thread{--lane:var(--thread)}
 .bar.lane-loop{--lane:var(--loop)}
+.bar.lane-caller{--lane:var(--caller)}
 .bar.status-error{background:var(--error);box-shadow:inset 0 -3px var(--lane)}
 .bar.status-timeout{background:var(--timeout);box-shadow:inset 0 -3px var(--lane)}
 .bar.status-cancelled{background:repeating-linear-gradient(135deg,var(--cancelled) 0 3px,
