@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from guards import finishes_within
 from overlap import Overlap
 
 import wove
@@ -236,25 +237,6 @@ def test_a_removed_wrapper_no_longer_runs() -> None:
     assert calls == []
 
 
-def _in_guard(target: Callable[[], Any], seconds: float = 10.0) -> Any:
-    """Run ``target`` in a thread; a deadlock fails the test instead of hanging it."""
-    outcome: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            outcome["value"] = target()
-        except BaseException as error:
-            outcome["error"] = error
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    assert not thread.is_alive(), "deadlocked"
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
-
-
 def test_a_thread_sensitive_task_that_waits_on_another_one_does_not_deadlock() -> None:
     async def inner() -> str:
         async with weave() as w:
@@ -274,7 +256,7 @@ def test_a_thread_sensitive_task_that_waits_on_another_one_does_not_deadlock() -
 
         return str(w.result.waiting)
 
-    name = _in_guard(lambda: asyncio.run(outer()))
+    name = finishes_within(10.0, lambda: asyncio.run(outer()))
     assert name.startswith("wove-sensitive")
 
 
@@ -319,6 +301,6 @@ def test_an_abandoned_thread_sensitive_call_does_not_hold_up_later_weaves() -> N
     try:
         with pytest.raises(wove.TaskTimeout):
             asyncio.run(first())
-        assert _in_guard(lambda: asyncio.run(second())) < 2.0
+        assert finishes_within(10.0, lambda: asyncio.run(second())) < 2.0
     finally:
         release.set()

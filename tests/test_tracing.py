@@ -8,10 +8,9 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
 
 import pytest
+from guards import finishes_within
 
 import wove
 from wove import TraceRecord, weave
@@ -292,25 +291,6 @@ def test_records_do_not_hold_results() -> None:
 # --- a collector that raises ---------------------------------------------------------------
 
 
-def _in_a_guarded_thread(seconds: float, function: Callable[[], Any]) -> Any:
-    """Run ``function`` in a daemon thread; fail (instead of hanging) if it never ends."""
-    outcome: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            outcome["value"] = function()
-        except BaseException as error:
-            outcome["error"] = error
-
-    thread = threading.Thread(target=target, name="test-hang-guard", daemon=True)
-    thread.start()
-    thread.join(seconds)
-    assert not thread.is_alive(), f"the weave did not finish within {seconds} s"
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
-
-
 def _broken_collector(record: TraceRecord) -> None:
     raise ValueError("collector bug")
 
@@ -335,7 +315,7 @@ def test_a_raising_collector_does_not_stop_a_sync_task(caplog: pytest.LogCapture
 
         return w.result.a  # type: ignore[no-any-return]
 
-    assert _in_a_guarded_thread(5, run) == 1
+    assert finishes_within(5, run) == 1
     failures = _collector_failures(caplog)
     assert failures, caplog.text
     assert "_broken_collector" in failures[0].getMessage()
@@ -357,7 +337,7 @@ def test_a_raising_collector_does_not_stop_async_mapped_items(
 
         return w.result.a  # type: ignore[no-any-return]
 
-    assert _in_a_guarded_thread(5, run) == [1, 2]
+    assert finishes_within(5, run) == [1, 2]
     assert len(_collector_failures(caplog)) == 2, caplog.text  # one per item
 
 
@@ -376,7 +356,7 @@ def test_a_raising_collector_does_not_stop_a_sync_timeout(
 
     try:
         with pytest.raises(wove.TaskTimeout):
-            _in_a_guarded_thread(5, run)
+            finishes_within(5, run)
     finally:
         release.set()
     failures = _collector_failures(caplog)
