@@ -6,35 +6,14 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 
+import guards
 import pytest
+from guards import finishes_within
 from overlap import Overlap
 
 import wove
 from wove import lanes, weave
-
-_guards: list[threading.Thread] = []
-
-
-def _finishes_within(seconds: float, function: Callable[[], Any]) -> Any:
-    """Run ``function`` in a daemon thread; fail (instead of hanging) if it deadlocks."""
-    outcome: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            outcome["value"] = function()
-        except BaseException as error:
-            outcome["error"] = error
-
-    thread = threading.Thread(target=target, name="test-deadlock-guard", daemon=True)
-    _guards.append(thread)
-    thread.start()
-    thread.join(seconds)
-    assert not thread.is_alive(), f"did not finish within {seconds} s (deadlock?)"
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
 
 
 @pytest.fixture
@@ -62,9 +41,9 @@ def fresh_pool() -> Iterator[None]:
         pool = lanes._pool
         if pool is not None:
             pool.submit(lambda: None)  # starts a thread that works through the backlog
-        for guard in _guards:
+        for guard in guards.started:
             guard.join(10)
-        _guards.clear()
+        guards.started.clear()
         lanes._pool = saved
         wove.configure(max_threads=before)
 
@@ -257,7 +236,7 @@ def _nested_weaves(outer_items: int, inner_items: int) -> list[list[int]]:
 @pytest.mark.usefixtures("fresh_pool")
 def test_nested_weaves_in_pool_threads_do_not_deadlock(max_threads: int) -> None:
     wove.configure(max_threads=max_threads)
-    result = _finishes_within(5, lambda: _nested_weaves(4, 3))
+    result = finishes_within(5, lambda: _nested_weaves(4, 3))
     assert result == [[item * 10 + part for part in range(3)] for item in range(4)]
 
 
@@ -275,7 +254,7 @@ def test_doubly_nested_weaves_with_two_threads() -> None:
         return w.result.top  # type: ignore[no-any-return]
 
     expected = [[item * 10 + part for part in range(2)] for item in range(3)]
-    assert _finishes_within(5, run) == [expected] * 3
+    assert finishes_within(5, run) == [expected] * 3
 
 
 def _eight_items(overlap: Overlap) -> list[int]:
@@ -294,7 +273,7 @@ def _eight_items(overlap: Overlap) -> list[int]:
 def test_max_threads_bounds_the_shared_pool() -> None:
     wove.configure(max_threads=2)
     overlap = Overlap()
-    assert _finishes_within(5, lambda: _eight_items(overlap)) == list(range(8))
+    assert finishes_within(5, lambda: _eight_items(overlap)) == list(range(8))
     assert overlap.peak == 2
 
 
@@ -306,7 +285,7 @@ def test_lowering_max_threads_bounds_a_pool_that_has_grown() -> None:
     wove.configure(max_threads=2)
     overlap = Overlap()
 
-    assert _finishes_within(5, lambda: _eight_items(overlap)) == list(range(8))
+    assert finishes_within(5, lambda: _eight_items(overlap)) == list(range(8))
     assert overlap.peak <= 2
 
 
@@ -339,7 +318,7 @@ def test_sync_weave_inside_an_async_task_of_a_sync_weave() -> None:
 
         return w.result.outer_loop, *w.result.nested
 
-    outer_loop, inner_loop, total = _finishes_within(5, run)
+    outer_loop, inner_loop, total = finishes_within(5, run)
     assert total == 2
     assert outer_loop.startswith("wove-loop")
     assert inner_loop.startswith("wove-loop")
@@ -367,7 +346,7 @@ def test_sync_weave_inside_an_async_task_of_an_async_weave() -> None:
 
         return w.result.nested  # type: ignore[no-any-return]
 
-    assert _finishes_within(5, lambda: asyncio.run(main())) == 42
+    assert finishes_within(5, lambda: asyncio.run(main())) == 42
 
 
 def test_an_idle_worker_does_not_keep_the_last_weaves_values() -> None:
@@ -399,7 +378,7 @@ def test_an_idle_worker_does_not_keep_the_last_weaves_values() -> None:
 def _guarded(function: Callable[[], None]) -> threading.Thread:
     """A daemon thread the fresh_pool fixture joins at teardown."""
     thread = threading.Thread(target=function, name="test-guarded", daemon=True)
-    _guards.append(thread)
+    guards.started.append(thread)
     thread.start()
     return thread
 
@@ -432,7 +411,7 @@ def test_calls_abandoned_at_their_timeout_do_not_starve_later_work() -> None:
 
             return w.result.quick  # type: ignore[no-any-return]
 
-        assert _finishes_within(3, later) == "ok"
+        assert finishes_within(3, later) == "ok"
         assert lanes.thread_pool()._lent == 2  # one thread lent per abandoned call
     finally:
         hang.set()
@@ -499,7 +478,7 @@ def test_waiting_for_a_background_weave_in_a_pool_thread_does_not_deadlock(how: 
 
         return w.result.kick_off_and_wait  # type: ignore[no-any-return]
 
-    assert _finishes_within(5, run) is True
+    assert finishes_within(5, run) is True
 
 
 def test_a_nested_weave_never_sends_async_work_to_a_loop_a_weave_waits_on() -> None:
@@ -534,4 +513,4 @@ def test_a_nested_weave_never_sends_async_work_to_a_loop_a_weave_waits_on() -> N
 
         return w.result.outer  # type: ignore[no-any-return]
 
-    assert _finishes_within(5, run) == "leaf"
+    assert finishes_within(5, run) == "leaf"

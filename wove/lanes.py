@@ -73,10 +73,6 @@ class ThreadPool:
         self._queued = 0  # jobs put and not yet taken
         self._names = itertools.count(1)
 
-    @property
-    def max_threads(self) -> int:
-        return self._max
-
     def submit(self, job: Job) -> None:
         with self._lock:
             self._queued += 1

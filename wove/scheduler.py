@@ -162,7 +162,6 @@ class Run:
         sensitive: frozenset[str] = frozenset(),
         submit_sensitive: Callable[[Job], None] | None = None,
     ) -> None:
-        self.graph = graph
         self.origin = origin
         self.id = next(_ids)
         self.submit = submit
@@ -170,6 +169,7 @@ class Run:
         self.failed_at: tuple[str, int | None] | None = None
         self._specs = graph.specs
         self._nodes = graph.shape.nodes
+        self._roots = graph.shape.roots
         # Each task's lane, decided once: sync tasks in `sensitive` run on the caller's
         # thread, the other sync tasks on the pool, async tasks on the loop.
         self._lanes: dict[str, Lane] = {
@@ -208,7 +208,7 @@ class Run:
         if not self._specs:
             self._finish_if_done()
             return
-        self._dispatch(list(self.graph.shape.roots), None)
+        self._dispatch(list(self._roots), None)
 
     def submit_counted(self, job: Job) -> None:
         """Run a job on the run's thread lane, counted as a running call: the weave does
