@@ -26,8 +26,11 @@ lint: $(STAMP)
 types: $(STAMP)
 	$(VENV)/bin/mypy --strict wove
 
+# Two sessions: the core (no Django configured), then the Django adapter with
+# pytest-django and the test project in tests/django.
 unit: $(STAMP)
 	$(VENV)/bin/pytest
+	DJANGO_SETTINGS_MODULE=wove_testproject.settings $(VENV)/bin/pytest tests/django
 
 test: lint types unit
 

@@ -28,6 +28,7 @@ from .errors import (
     WeaveStateError,
     WoveError,
 )
+from .execution import add_error_hint
 from .helpers import batch, denone, flatten, fold, redict, undict
 from .lanes import add_thread_call_wrapper
 from .merge import merge
@@ -58,6 +59,7 @@ __all__ = [
     "WoveError",
     "WoveResult",
     "__version__",
+    "add_error_hint",
     "add_thread_call_wrapper",
     "annotate",
     "at_detached_child",

@@ -8,6 +8,7 @@ child process (forked, or spawned with the recipe pickled).
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from .result import WoveResult
 from .scheduler import LoopBinding, Run
 from .task_spec import TaskSpec
 from .tracing import active_collectors
+
+logger = logging.getLogger("wove")
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +185,32 @@ def run_detached(recipe: Recipe, on_done: background.OnDone | None) -> int:
     return 0 if ok and result.exception is None else 1
 
 
+ErrorHint = Callable[[BaseException, str], "str | None"]
+_hints: tuple[ErrorHint, ...] = ()
+_hints_lock = threading.Lock()
+
+
+def add_error_hint(hint: ErrorHint) -> Callable[[], None]:
+    """Let an integration explain an error a task raised, in a note on the exception.
+
+    ``hint(error, task_name)`` returns a line of advice, or None to stay silent. It is
+    asked about the exception a weave re-raises (the first failure), and the exception
+    itself is left as it is (PEP 678 note), so ``except`` clauses keep working. The Django
+    adapter uses it to say which lane to use when an async task calls the ORM. Returns a
+    function that removes the hint.
+    """
+    global _hints
+    with _hints_lock:
+        _hints = (*_hints, hint)
+
+    def remove() -> None:
+        global _hints
+        with _hints_lock:
+            _hints = tuple(h for h in _hints if h is not hint)
+
+    return remove
+
+
 def result_of(run: Run) -> WoveResult:
     """The run's result, its first exception annotated with where it happened."""
     result = run.result()
@@ -189,10 +218,21 @@ def result_of(run: Run) -> WoveResult:
     if error is not None and run.failed_at is not None:
         task, index = run.failed_at
         item = f" (item {index})" if index is not None else ""
-        note = f"wove: raised by task {task!r}{item} in the weave at {run.origin}"
-        if note not in getattr(error, "__notes__", ()):
-            error.add_note(note)
+        _add_note(error, f"wove: raised by task {task!r}{item} in the weave at {run.origin}")
+        for hint in _hints:
+            try:
+                advice = hint(error, task)
+            except Exception:
+                logger.exception("wove: an error hint raised; the task's error is kept as is")
+                continue
+            if advice:
+                _add_note(error, advice)
     return result
+
+
+def _add_note(error: BaseException, note: str) -> None:
+    if note not in getattr(error, "__notes__", ()):
+        error.add_note(note)
 
 
 def failed_result(recipe: Recipe, error: BaseException) -> WoveResult:

@@ -31,6 +31,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Final
 
 Job = Callable[[], None]
@@ -88,6 +89,12 @@ class ThreadPool:
         thread.start()
 
     def _work(self) -> None:
+        try:
+            self._serve()
+        finally:
+            _thread_exit()
+
+    def _serve(self) -> None:
         _local.pool_worker = True
         get, lock = self._queue.get, self._lock
         while True:
@@ -353,29 +360,72 @@ def where_is(thread_id: int) -> str | None:
 # --- thread-call wrappers --------------------------------------------------------------
 
 ThreadCallWrapper = Callable[[Callable[[], Any]], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _Registered:
+    wrapper: ThreadCallWrapper
+    caller_thread: bool
+    at_thread_exit: Callable[[], None] | None
+
+
+_registered: tuple[_Registered, ...] = ()
 _wrappers: tuple[ThreadCallWrapper, ...] = ()
+_caller_wrappers: tuple[ThreadCallWrapper, ...] = ()
 
 
-def add_thread_call_wrapper(wrapper: ThreadCallWrapper) -> Callable[[], None]:
+def add_thread_call_wrapper(
+    wrapper: ThreadCallWrapper,
+    *,
+    caller_thread: bool = False,
+    at_thread_exit: Callable[[], None] | None = None,
+) -> Callable[[], None]:
     """Run every sync task call made on a pool thread as ``wrapper(call)``.
 
     ``wrapper`` receives the call (no arguments) and must call it once and return its
     value; it may set up and tear down around it. Integrations use this for per-thread
     resource hygiene (the Django adapter closes the pool thread's database connections
-    after each task) and to annotate the trace (``wove.annotate``). Calls on the caller's
-    thread (thread-sensitive tasks) are not wrapped. Applies to weaves started after the
-    call; returns a function that removes the wrapper.
+    after each task) and to annotate the trace (``wove.annotate``).
+
+    ``caller_thread=True`` also wraps the calls of thread-sensitive tasks, which run on
+    the caller's thread (or its thread-sensitive executor): right for observing (counting
+    queries), wrong for hygiene (those calls share the caller's resources).
+    ``at_thread_exit`` is called on each pool thread as it leaves the pool (idle, or the
+    bound was lowered), to release what the thread still holds (a persistent database
+    connection). Applies to weaves started after the call; returns a function that
+    removes the registration.
     """
-    global _wrappers
+    entry = _Registered(wrapper, caller_thread, at_thread_exit)
     with _lock:
-        _wrappers = (*_wrappers, wrapper)
+        _set_registered((*_registered, entry))
 
     def remove() -> None:
-        global _wrappers
         with _lock:
-            _wrappers = tuple(w for w in _wrappers if w is not wrapper)
+            _set_registered(tuple(r for r in _registered if r is not entry))
 
     return remove
+
+
+def _set_registered(entries: tuple[_Registered, ...]) -> None:
+    global _registered, _wrappers, _caller_wrappers
+    _registered = entries
+    _wrappers = tuple(r.wrapper for r in entries)
+    _caller_wrappers = tuple(r.wrapper for r in entries if r.caller_thread)
+
+
+def caller_thread_wrappers() -> tuple[ThreadCallWrapper, ...]:
+    """The wrappers that also apply on the caller's thread (thread-sensitive tasks)."""
+    return _caller_wrappers
+
+
+def _thread_exit() -> None:
+    """Run on a pool thread leaving the pool: the registered exit hooks, none raising."""
+    for entry in _registered:
+        if entry.at_thread_exit is not None:
+            try:
+                entry.at_thread_exit()
+            except Exception:
+                logger.exception("wove: a thread exit hook raised")
 
 
 def thread_call_wrappers() -> tuple[ThreadCallWrapper, ...]:

@@ -178,6 +178,7 @@ class Run:
         }
         self._submit_sensitive = submit_sensitive or submit
         self._wrappers = lanes.thread_call_wrappers()
+        self._caller_wrappers = lanes.caller_thread_wrappers()
         self._on_finish = on_finish
         self._lock = threading.Lock()
         self._values: dict[str, Any] = {**data, DATA: dict(data)}
@@ -483,8 +484,9 @@ class Run:
             context = self._context.copy()
             extra = open_annotations(context) if self._collectors else None
             try:
-                if lane == THREAD and self._wrappers:
-                    value = context.run(_wrapped, self._wrappers, function, kwargs)
+                wrappers = self._wrappers if lane == THREAD else self._caller_wrappers
+                if wrappers:
+                    value = context.run(_wrapped, wrappers, function, kwargs)
                 else:
                     value = context.run(function, **kwargs)
             except BaseException as exc:

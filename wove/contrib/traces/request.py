@@ -138,8 +138,8 @@ class ActiveRequest:
         return self._build(status, None, records)
 
     def finish(self, status: int | None, error: str | None = None) -> RequestTrace:
-        """Freeze the trace, store it (unless it ran no weave and empties are not kept)
-        and return it. A second call is a bug in the adapter and raises."""
+        """Freeze the trace, store it (unless it ran no weave, did not fail, and empties
+        are not kept) and return it. A second call is a bug in the adapter and raises."""
         with self._lock:
             if self._trace is not None:
                 raise WeaveStateError(
@@ -148,7 +148,7 @@ class ActiveRequest:
                 )
             trace = self._trace = self._build(status, error, tuple(self._records))
             self._records = []
-        if self._store is not None and (trace.records or self._keep_empty):
+        if self._store is not None and (trace.records or trace.error or self._keep_empty):
             self._store.add(trace)
         return trace
 
@@ -180,11 +180,17 @@ class RequestRecorder:
         self.store = store
         self.keep_empty = keep_empty
 
+    def begin(self, method: str, path: str) -> ActiveRequest:
+        """A request (or a piece of work) to record by hand: run its weaves inside
+        ``wove.collecting(active.collect)`` and call ``active.finish(...)`` when it is over.
+        For work whose end is not the end of a block (a background weave's ``on_done``)."""
+        return ActiveRequest(method, path, self.store, self.keep_empty)
+
     @contextmanager
     def recording(self, method: str, path: str) -> Iterator[ActiveRequest]:
         """Record the weaves run in this block; finish the trace at exit unless the adapter
         already did (status None then, and the exception's text if one escapes)."""
-        active = ActiveRequest(method, path, self.store, self.keep_empty)
+        active = self.begin(method, path)
         with collecting(active.collect):
             try:
                 yield active

@@ -1,0 +1,90 @@
+"""Views the tests call in-process and through real servers."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+from wove import weave
+from wove.contrib.django import detach
+
+from .models import Author, Book
+
+
+def parallel(request: HttpRequest) -> JsonResponse:
+    with weave() as w:
+
+        @w.do
+        def authors() -> int:
+            return Author.objects.count()
+
+        @w.do
+        def books() -> int:
+            return Book.objects.count()
+
+        @w.do
+        def totals(authors: int, books: int) -> dict[str, int]:
+            return {"authors": authors, "books": books}
+
+    return JsonResponse(w.result.final)
+
+
+async def parallel_async(request: HttpRequest) -> JsonResponse:
+    async with weave() as w:
+
+        @w.do
+        def authors() -> int:
+            return Author.objects.count()
+
+        @w.do
+        def books() -> int:
+            return Book.objects.count()
+
+    return JsonResponse({"authors": w.result["authors"], "books": w.result["books"]})
+
+
+async def orm_in_async_task(request: HttpRequest) -> JsonResponse:
+    async with weave() as w:
+
+        @w.do
+        async def authors() -> int:
+            return Author.objects.count()
+
+    return JsonResponse({"authors": w.result["authors"]})
+
+
+def sensitive(request: HttpRequest) -> JsonResponse:
+    """Writes a row, then reads it from a thread-sensitive and a parallel task."""
+    Author.objects.create(name="uncommitted")
+    with weave() as w:
+
+        @w.do(thread_sensitive=True)
+        def seen_here() -> bool:
+            return Author.objects.filter(name="uncommitted").exists()
+
+        @w.do(thread_sensitive=False)
+        def pool_thread() -> str:
+            return connection.vendor
+
+    return JsonResponse({"seen": w.result["seen_here"]})
+
+
+def _write_marker(path: str, delay: float) -> None:
+    time.sleep(delay)
+    with open(path, "w") as marker:
+        marker.write(str(os.getpid()))
+
+
+def detach_view(request: HttpRequest) -> HttpResponse:
+    marker = request.GET["marker"]
+    delay = float(request.GET.get("delay", "0"))
+    detach(_write_marker, marker, delay, mode=request.GET.get("mode", "thread"))
+    return HttpResponse("sent")
+
+
+def detach_then_raise(request: HttpRequest) -> HttpResponse:
+    detach(_write_marker, request.GET["marker"], 0.0)
+    raise RuntimeError("the view failed after detaching")

@@ -1,0 +1,67 @@
+"""``'wove.contrib.django'`` in ``INSTALLED_APPS``: install Wove's Django rules at startup."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from django.apps import AppConfig
+
+import wove
+
+from . import conf, connections, hints, queries
+
+_lock = threading.Lock()
+_removers: list[Callable[[], None]] = []
+_forked_hook_added = False
+
+
+class WoveConfig(AppConfig):
+    name = "wove.contrib.django"
+    label = "wove"
+    verbose_name = "Wove"
+
+    def ready(self) -> None:
+        from . import checks  # noqa: F401  (registers the system checks)
+
+        install()
+        conf.on_reload(install)
+
+
+def install() -> None:
+    """Apply the ``WOVE`` settings to the core; again whenever they change.
+
+    Registers the connection hygiene and query counting thread-call wrappers, the
+    transaction rule for thread-sensitive defaults, the ORM advice on async tasks, and
+    the forked-child hook that forgets inherited connections.
+    """
+    global _forked_hook_added
+    with _lock:
+        for remove in _removers:
+            remove()
+        _removers.clear()
+        try:
+            options = conf.wove_settings()
+        except conf.WoveSettingsError:
+            return  # the system check reports it, with the same message
+        if options.connection_hygiene:
+            _removers.append(
+                wove.add_thread_call_wrapper(
+                    connections.hygiene, at_thread_exit=connections.close_thread_connections
+                )
+            )
+        if options.count_queries:
+            _removers.append(
+                wove.add_thread_call_wrapper(queries.count_queries, caller_thread=True)
+            )
+        _removers.append(wove.add_error_hint(hints.orm_lane_hint))
+        current = wove.settings().thread_sensitive
+        if options.atomic == "thread_sensitive":
+            wove.configure(thread_sensitive=connections.in_transaction)
+        elif current is connections.in_transaction:
+            wove.configure(thread_sensitive=False)
+        if options.max_threads is not None:
+            wove.configure(max_threads=options.max_threads)
+        if not _forked_hook_added:
+            wove.at_detached_child(connections.forget_inherited_connections)
+            _forked_hook_added = True

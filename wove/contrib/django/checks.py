@@ -1,0 +1,42 @@
+"""System checks: a bad ``WOVE`` setting or a missing middleware is reported at startup."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from django.apps import AppConfig
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Warning, register
+
+from . import conf
+
+MIDDLEWARE_PATH = "wove.contrib.django.middleware.WoveMiddleware"
+
+
+@register()
+def check_wove_settings(
+    app_configs: Sequence[AppConfig] | None, **kwargs: Any
+) -> Sequence[CheckMessage]:
+    try:
+        conf.wove_settings()
+    except conf.WoveSettingsError as exc:
+        return [Error(str(exc), hint="See docs/django.md for every key.", id="wove.E001")]
+    return []
+
+
+@register()
+def check_middleware(
+    app_configs: Sequence[AppConfig] | None, **kwargs: Any
+) -> Sequence[CheckMessage]:
+    if MIDDLEWARE_PATH in getattr(settings, "MIDDLEWARE", ()):
+        return []
+    return [
+        Warning(
+            "Wove's middleware is not in MIDDLEWARE, so requests are not traced and "
+            "wove.contrib.django.detach() cannot run work after the response.",
+            hint=f"Add {MIDDLEWARE_PATH!r} near the top of MIDDLEWARE, so it also sees "
+            "weaves run by the middleware below it.",
+            id="wove.W001",
+        )
+    ]

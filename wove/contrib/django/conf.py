@@ -1,0 +1,174 @@
+"""The ``WOVE`` settings dict, read once, checked, and re-read when a test overrides it.
+
+Every key is optional; the defaults are what a Django user would expect with nothing
+set: traces recorded and kept in memory, ``Server-Timing`` only with ``DEBUG``, the trace
+page for staff (or anyone with ``DEBUG``), connection hygiene and query counting on, and
+sync tasks inside a transaction kept on the request's thread.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from django.conf import settings as django_settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.http import HttpRequest
+from django.utils.module_loading import import_string
+
+from wove import WoveError
+
+AtomicPolicy = Literal["thread_sensitive", "parallel"]
+DetachMode = Literal["thread", "fork", "tasks"]
+
+ATOMIC_CHOICES: tuple[AtomicPolicy, ...] = ("thread_sensitive", "parallel")
+DETACH_MODES: tuple[DetachMode, ...] = ("thread", "fork", "tasks")
+
+#: Every key, its default, and what it means (docs/django.md has the same table).
+DEFAULTS: Mapping[str, Any] = {
+    "RECORD": True,  # record each request's weaves (the trace store, page and header)
+    "SERVER_TIMING": None,  # send Server-Timing; None: only when DEBUG is on
+    "SERVER_TIMING_ENTRIES": 20,  # the most entries in one header
+    "TRACE_STORE_SIZE": 100,  # recent requests kept in memory, per process
+    "KEEP_EMPTY_TRACES": False,  # also keep requests that ran no weave
+    "TRACE_ACCESS": None,  # who sees the trace page: None (staff, or DEBUG), a callable or path
+    "ATOMIC": "thread_sensitive",  # sync tasks inside transaction.atomic: the request's thread
+    "CONNECTION_HYGIENE": True,  # close or return pool threads' connections after each task
+    "COUNT_QUERIES": True,  # count each task's SQL queries and their time in its trace
+    "MAX_THREADS": None,  # wove.configure(max_threads=...); None: leave Wove's default
+    "DETACH_MODE": "thread",  # detach()'s default mode: "thread", "fork" or "tasks"
+}
+
+
+class WoveSettingsError(WoveError, ImproperlyConfigured):
+    """``settings.WOVE`` has an unknown key or a value of the wrong kind."""
+
+
+@dataclass(frozen=True, slots=True)
+class WoveSettings:
+    record: bool
+    server_timing: bool
+    server_timing_entries: int
+    trace_store_size: int
+    keep_empty_traces: bool
+    trace_access: Callable[[HttpRequest], bool]
+    atomic: AtomicPolicy
+    connection_hygiene: bool
+    count_queries: bool
+    max_threads: int | None
+    detach_mode: DetachMode
+
+
+_loaded: WoveSettings | None = None
+
+
+def wove_settings() -> WoveSettings:
+    """The settings now in force (loaded on first use; a bad value raises here)."""
+    global _loaded
+    if _loaded is None:
+        _loaded = load(getattr(django_settings, "WOVE", {}), debug=bool(django_settings.DEBUG))
+    return _loaded
+
+
+def load(raw: object, *, debug: bool) -> WoveSettings:
+    """Check ``raw`` (the ``WOVE`` dict) and fill in the defaults."""
+    if not isinstance(raw, Mapping):
+        raise WoveSettingsError(
+            f"settings.WOVE must be a dict, got {type(raw).__name__}; for example "
+            "WOVE = {'SERVER_TIMING': True}"
+        )
+    for key in raw:
+        if key not in DEFAULTS:
+            close = difflib.get_close_matches(str(key), DEFAULTS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise WoveSettingsError(
+                f"settings.WOVE has an unknown key {key!r}{hint} Known keys: " + ", ".join(DEFAULTS)
+            )
+    values = {**DEFAULTS, **raw}
+    server_timing = values["SERVER_TIMING"]
+    return WoveSettings(
+        record=_flag(values, "RECORD"),
+        server_timing=debug if server_timing is None else _flag(values, "SERVER_TIMING"),
+        server_timing_entries=_count(values, "SERVER_TIMING_ENTRIES", least=1),
+        trace_store_size=_count(values, "TRACE_STORE_SIZE", least=1),
+        keep_empty_traces=_flag(values, "KEEP_EMPTY_TRACES"),
+        trace_access=_access(values["TRACE_ACCESS"]),
+        atomic=_choice(values, "ATOMIC", ATOMIC_CHOICES),
+        connection_hygiene=_flag(values, "CONNECTION_HYGIENE"),
+        count_queries=_flag(values, "COUNT_QUERIES"),
+        max_threads=None if values["MAX_THREADS"] is None else _count(values, "MAX_THREADS", 1),
+        detach_mode=_choice(values, "DETACH_MODE", DETACH_MODES),
+    )
+
+
+def staff_or_debug(request: HttpRequest) -> bool:
+    """The default TRACE_ACCESS: active staff users, or anyone while DEBUG is on."""
+    if django_settings.DEBUG:
+        return True
+    user = getattr(request, "user", None)
+    return bool(user is not None and user.is_active and user.is_staff)
+
+
+def _flag(values: Mapping[str, Any], key: str) -> bool:
+    value = values[key]
+    if not isinstance(value, bool):
+        raise WoveSettingsError(f"settings.WOVE[{key!r}] must be True or False, got {value!r}")
+    return value
+
+
+def _count(values: Mapping[str, Any], key: str, least: int) -> int:
+    value = values[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise WoveSettingsError(f"settings.WOVE[{key!r}] must be an int >= {least}, got {value!r}")
+    return value
+
+
+def _choice(values: Mapping[str, Any], key: str, choices: tuple[Any, ...]) -> Any:
+    value = values[key]
+    if value not in choices:
+        raise WoveSettingsError(
+            f"settings.WOVE[{key!r}] must be one of {', '.join(map(repr, choices))}, got {value!r}"
+        )
+    return value
+
+
+def _access(value: object) -> Callable[[HttpRequest], bool]:
+    if value is None:
+        return staff_or_debug
+    if isinstance(value, str):
+        try:
+            value = import_string(value)
+        except ImportError as exc:
+            raise WoveSettingsError(
+                f"settings.WOVE['TRACE_ACCESS'] = {value!r} cannot be imported ({exc}); give "
+                "the dotted path of a function taking the request and returning a bool"
+            ) from exc
+    if not callable(value):
+        raise WoveSettingsError(
+            "settings.WOVE['TRACE_ACCESS'] must be None, a function taking the request and "
+            f"returning a bool, or its dotted path; got {value!r}"
+        )
+    access: Callable[[HttpRequest], bool] = value
+    return access
+
+
+def _reload(*, setting: str, **_: object) -> None:
+    global _loaded
+    if setting in ("WOVE", "DEBUG"):
+        _loaded = None
+        for listener in _listeners:
+            listener()
+
+
+_listeners: list[Callable[[], None]] = []
+
+
+def on_reload(listener: Callable[[], None]) -> None:
+    """Call ``listener`` whenever WOVE or DEBUG changes (``override_settings`` in tests)."""
+    _listeners.append(listener)
+
+
+setting_changed.connect(_reload)

@@ -1,0 +1,194 @@
+"""Traces of work run in a detached (forked) child, sent back to the parent's store.
+
+A forked child cannot add to the parent's in-memory store, and its own logging may go
+nowhere. So the parent opens a Unix socket (lazily, once per process, in a private
+temporary directory) and waits for each child it starts to connect and send one JSON
+report: its trace records and its error. The parent logs the error under its own
+logging configuration and files the trace as usual. A child killed before it reports
+leaves nothing to file; the parent drops the wait after ``patience`` seconds with a
+warning, so nothing waits forever.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from typing import Any
+
+from wove import TraceRecord
+
+from .request import ActiveRequest
+
+logger = logging.getLogger("wove")
+
+_REPORT_LIMIT = 8 * 1024 * 1024  # bytes; a report is records, not payloads
+
+
+class ForkReports:
+    """The parent side: one listening socket and the children it is waiting for."""
+
+    def __init__(self, patience: float = 3600.0) -> None:
+        self.patience = patience
+        self._lock = threading.Lock()
+        self._waiting: dict[str, tuple[ActiveRequest, float]] = {}
+        self._path: str | None = None
+        self._server: socket.socket | None = None
+
+    def expect(self, active: ActiveRequest) -> str:
+        """Wait for the report of the child about to run ``active``'s work; returns the
+        address the child sends it to (give it to :func:`send_report`)."""
+        with self._lock:
+            if self._server is None:
+                self._listen()
+            self._waiting[active.id] = (active, time.monotonic() + self.patience)
+            assert self._path is not None
+            return self._path
+
+    def abandon(self, active: ActiveRequest, error: str) -> None:
+        """The child never started: finish the trace with ``error`` now."""
+        with self._lock:
+            self._waiting.pop(active.id, None)
+        active.finish(None, error=error)
+
+    @property
+    def waiting(self) -> int:
+        with self._lock:
+            return len(self._waiting)
+
+    def _listen(self) -> None:
+        directory = tempfile.mkdtemp(prefix="wove-reports-")
+        self._path = os.path.join(directory, "reports.sock")
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(self._path)
+        server.listen(64)
+        server.settimeout(1.0)
+        self._server = server
+        threading.Thread(
+            target=self._serve, args=(server, directory), name="wove-fork-reports", daemon=True
+        ).start()
+
+    def _serve(self, server: socket.socket, directory: str) -> None:
+        try:
+            while True:
+                try:
+                    connection, _ = server.accept()
+                except TimeoutError:
+                    self._expire()
+                    continue
+                except OSError:
+                    return  # closed
+                with connection:
+                    connection.settimeout(10.0)
+                    try:
+                        self._file(_receive(connection))
+                    except Exception:
+                        logger.exception("wove: a detached child sent an unreadable report")
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+
+    def _file(self, report: dict[str, Any]) -> None:
+        with self._lock:
+            entry = self._waiting.pop(str(report.get("id")), None)
+        if entry is None:
+            return  # expired, or not ours
+        active = entry[0]
+        for fields in report.get("records", ()):
+            active.collect(TraceRecord(**fields))
+        error = report.get("error")
+        if error:
+            logger.error(
+                "wove: detached work %s (pid %s) failed: %s\n%s",
+                active.path,
+                report.get("pid"),
+                error,
+                report.get("traceback", ""),
+            )
+        active.finish(None, error=error)
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            late = [key for key, (_, deadline) in self._waiting.items() if deadline < now]
+            expired = [self._waiting.pop(key)[0] for key in late]
+        for active in expired:
+            logger.warning("wove: detached work %s never reported back", active.path)
+            active.finish(None, error="no report from the detached child")
+
+
+def send_report(
+    address: str, active: ActiveRequest, error: str | None, traceback: str = ""
+) -> None:
+    """The child side: send ``active``'s records and the error (if any) to the parent."""
+    records = [_record_fields(r) for r in active.snapshot().records]
+    body = {
+        "id": active.id,
+        "pid": os.getpid(),
+        "records": records,
+        "error": error,
+        "traceback": traceback,
+    }
+    data = json.dumps(body, default=repr).encode()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+        connection.settimeout(10.0)
+        connection.connect(address)
+        connection.sendall(data)
+
+
+def _record_fields(record: TraceRecord) -> dict[str, Any]:
+    return {
+        "weave": record.weave,
+        "weave_id": record.weave_id,
+        "task": record.task,
+        "index": record.index,
+        "lane": record.lane,
+        "thread": record.thread,
+        "start": record.start,
+        "end": record.end,
+        "attempt": record.attempt,
+        "status": record.status,
+        "error": record.error,
+        "extra": dict(record.extra),
+    }
+
+
+def _receive(connection: socket.socket) -> dict[str, Any]:
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := connection.recv(65536):
+        size += len(chunk)
+        if size > _REPORT_LIMIT:
+            raise ValueError(f"report larger than {_REPORT_LIMIT} bytes")
+        chunks.append(chunk)
+    report = json.loads(b"".join(chunks))
+    if not isinstance(report, dict):
+        raise ValueError("a report is a JSON object")
+    return report
+
+
+_reports: ForkReports | None = None
+_reports_lock = threading.Lock()
+
+
+def fork_reports() -> ForkReports:
+    """This process's report listener (a forked worker gets its own)."""
+    global _reports
+    with _reports_lock:
+        if _reports is None:
+            _reports = ForkReports()
+        return _reports
+
+
+def _forget_in_child() -> None:
+    global _reports, _reports_lock
+    _reports = None
+    _reports_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)
