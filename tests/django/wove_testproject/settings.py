@@ -31,17 +31,16 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
 ]
 
-if os.environ.get("WOVE_TEST_ATOMIC_REQUESTS") == "1":
-    _atomic = {"ATOMIC_REQUESTS": True}
-else:
-    _atomic = {}
+_atomic = {"ATOMIC_REQUESTS": True} if os.environ.get("WOVE_TEST_ATOMIC_REQUESTS") == "1" else {}
 
 _url = os.environ.get("WOVE_TEST_DATABASE_URL")
 if _url:
     _parts = urlsplit(_url)
-    _options = {"pool": {"min_size": 1, "max_size": 4, "timeout": 10}} if os.environ.get(
-        "WOVE_TEST_DB_POOL"
-    ) == "1" else {}
+    _options = (
+        {"pool": {"min_size": 1, "max_size": 4, "timeout": 10}}
+        if os.environ.get("WOVE_TEST_DB_POOL") == "1"
+        else {}
+    )
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.postgresql",
