@@ -304,3 +304,87 @@ def test_an_abandoned_thread_sensitive_call_does_not_hold_up_later_weaves() -> N
         assert finishes_within(10.0, lambda: asyncio.run(second())) < 2.0
     finally:
         release.set()
+
+
+def test_a_caller_thread_wrapper_also_wraps_thread_sensitive_calls() -> None:
+    seen: list[tuple[str, str]] = []
+
+    def observer(call: Callable[[], Any]) -> Any:
+        seen.append(("wrapped", threading.current_thread().name))
+        return call()
+
+    remove = wove.add_thread_call_wrapper(observer, caller_thread=True)
+    try:
+        with weave() as w:
+
+            @w.do
+            def pooled() -> str:
+                return threading.current_thread().name
+
+            @w.do(thread_sensitive=True)
+            def on_caller() -> str:
+                return threading.current_thread().name
+
+            @w.do
+            async def on_loop() -> int:
+                return 1
+
+    finally:
+        remove()
+    assert sorted(name for _, name in seen) == sorted([w.result.pooled, w.result.on_caller])
+    assert w.result.on_caller == threading.current_thread().name
+
+
+def test_the_exit_hook_runs_on_a_pool_thread_as_it_leaves() -> None:
+    exits: list[str] = []
+    remove = wove.add_thread_call_wrapper(
+        lambda call: call(), at_thread_exit=lambda: exits.append(threading.current_thread().name)
+    )
+    try:
+        overlap = Overlap()
+        with weave() as w:
+
+            @w.do([1, 2, 3])
+            def task(item: int) -> None:
+                with overlap.running():
+                    time.sleep(0.05)
+
+        assert overlap.peak >= 2  # so at least one worker is above the bound below
+        # Lowering the bound makes idle workers above it leave now.
+        wove.configure(max_threads=1)
+        deadline = time.monotonic() + 10
+        while not exits and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        wove.configure(max_threads=256)
+        remove()
+    assert exits
+    assert all(name.startswith("wove-") for name in exits)
+
+
+def test_an_error_hint_adds_a_note_and_keeps_the_exception() -> None:
+    def hint(error: BaseException, task: str) -> str | None:
+        return f"advice for {task}" if isinstance(error, LookupError) else None
+
+    def broken_hint(error: BaseException, task: str) -> str | None:
+        raise RuntimeError("a hint that fails is skipped")
+
+    removes = [wove.add_error_hint(broken_hint), wove.add_error_hint(hint)]
+    try:
+        with pytest.raises(KeyError) as raised, weave() as w:
+
+            @w.do
+            def lookup() -> None:
+                raise KeyError("missing")
+
+        with pytest.raises(ValueError) as other, weave() as w:
+
+            @w.do
+            def value() -> None:
+                raise ValueError("no advice for this one")
+
+    finally:
+        for remove in removes:
+            remove()
+    assert "advice for lookup" in raised.value.__notes__
+    assert not any("advice" in note for note in other.value.__notes__)

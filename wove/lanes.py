@@ -463,10 +463,7 @@ def serial_thread() -> SerialThread:
 
 def block_current_thread() -> LoopThread | SerialThread | None:
     """Mark this thread blocked if it is one of Wove's loop or thread-sensitive threads."""
-    return block_thread(threading.get_ident())
-
-
-def block_thread(ident: int) -> LoopThread | SerialThread | None:
+    ident = threading.get_ident()
     with _lock:
         candidates: list[LoopThread | SerialThread] = [*_loops, *_serials]
         for dedicated in candidates:
@@ -476,7 +473,32 @@ def block_thread(ident: int) -> LoopThread | SerialThread | None:
     return None
 
 
-def unblock(dedicated: LoopThread | SerialThread | None) -> None:
+class ForeignThread:
+    """A thread that is not Wove's (asgiref's thread-sensitive executor, a caller's),
+    blocked by a call abandoned at its timeout."""
+
+    __slots__ = ("blocked",)
+
+    def __init__(self) -> None:
+        self.blocked = 0
+
+
+_foreign = ForeignThread()
+
+
+def block_thread(ident: int) -> LoopThread | SerialThread | ForeignThread:
+    """Mark the thread ``ident`` blocked (by a call abandoned at its timeout)."""
+    with _lock:
+        candidates: list[LoopThread | SerialThread] = [*_loops, *_serials]
+        for dedicated in candidates:
+            if dedicated.thread.ident == ident:
+                dedicated.blocked += 1
+                return dedicated
+        _foreign.blocked += 1
+        return _foreign
+
+
+def unblock(dedicated: LoopThread | SerialThread | ForeignThread | None) -> None:
     if dedicated is not None:
         with _lock:
             dedicated.blocked -= 1
@@ -490,14 +512,46 @@ def sensitive_lane_for(loop: asyncio.AbstractEventLoop) -> Callable[[Job], None]
         from asgiref.sync import sync_to_async
     except ImportError:
         return serial_thread().submit
+    if getattr(_local, "in_sensitive_job", False):
+        # This caller runs inside one of our asgiref thread-sensitive jobs (a loop
+        # started by a thread-sensitive task): asgiref would queue the nested job behind
+        # the very call that waits for it.
+        return serial_thread().submit
     # The caller's context: it holds asgiref's per-request ThreadSensitiveContext, which
     # a job submitted from a pool thread would not carry.
     context = contextvars.copy_context()
 
     def submit(job: Job) -> None:
+        if _foreign.blocked:
+            # A call abandoned at its timeout may hold asgiref's thread: do not queue
+            # behind it (the same rule as for Wove's own dedicated threads).
+            serial_thread().submit(job)
+            return
+
+        async def run() -> None:
+            started = False
+
+            def guarded() -> None:
+                nonlocal started
+                started = True
+                outer = getattr(_local, "in_sensitive_job", False)
+                _local.in_sensitive_job = True
+                try:
+                    job()
+                finally:
+                    _local.in_sensitive_job = outer
+
+            try:
+                await sync_to_async(guarded, thread_sensitive=True)()
+            except BaseException:
+                if started:
+                    raise  # jobs do not raise; this is asgiref or a cancelled loop
+                # asgiref refused (its single thread is the one waiting on this weave,
+                # e.g. asyncio.run() inside a thread-sensitive call): Wove's thread.
+                serial_thread().submit(job)
+
         def start() -> None:
-            coroutine = sync_to_async(job, thread_sensitive=True)()
-            task = loop.create_task(coroutine, context=context.copy())
+            task = loop.create_task(run(), context=context.copy())
             _pending_sensitive.add(task)  # asyncio keeps only weak references
             task.add_done_callback(_pending_sensitive.discard)
 

@@ -145,7 +145,7 @@ class _TimedCall:
         self.thread_id = threading.get_ident()
         self.deadline: lanes.Deadline | None = None
         self.lent = False
-        self.blocking: lanes.LoopThread | lanes.SerialThread | None = None
+        self.blocking: lanes.LoopThread | lanes.SerialThread | lanes.ForeignThread | None = None
 
 
 class Run:
