@@ -377,7 +377,7 @@ def test_an_error_hint_adds_a_note_and_keeps_the_exception() -> None:
             def lookup() -> None:
                 raise KeyError("missing")
 
-        with pytest.raises(ValueError) as other, weave() as w:
+        with pytest.raises(ValueError, match="no advice") as other, weave() as w:
 
             @w.do
             def value() -> None:
