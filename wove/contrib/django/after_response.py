@@ -108,7 +108,12 @@ def detach(function: Any = None, /, *args: Any, mode: Any = None, **kwargs: Any)
             f"django_tasks backport on Django 5.2), got {function!r}; decorate it with "
             "@task at module level, or use mode='thread' or 'fork'"
         )
-    if not callable(function):
+    if chosen != "tasks" and is_task:
+        raise InvalidOptionError(
+            f"detach() got a task ({function!r}) with mode={chosen!r}; enqueue it with "
+            "mode='tasks', or pass the plain function to run it in this process"
+        )
+    if chosen != "tasks" and not callable(function):
         raise InvalidOptionError(f"detach() needs a function to call, got {function!r}")
     pending.items.append(DetachedWork(function, args, kwargs, chosen))
     return function

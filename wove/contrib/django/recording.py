@@ -1,7 +1,7 @@
 """The process's trace recorder and store, built from the ``WOVE`` settings.
 
-One per process (each gunicorn worker has its own store, as the docs say), rebuilt when
-the settings change so ``override_settings`` in tests takes effect.
+One per process (each gunicorn worker has its own store, as the docs say), rebuilt
+when its settings change (``override_settings`` in tests), kept otherwise.
 """
 
 from __future__ import annotations
@@ -39,9 +39,20 @@ def store() -> TraceStore:
 
 
 def _forget() -> None:
+    """Settings changed: a new store only if its size or what it keeps changed."""
     global _recorder
     with _lock:
-        _recorder = None
+        if _recorder is None or _recorder.store is None:
+            return
+        try:
+            options = conf.wove_settings()
+        except conf.WoveSettingsError:
+            return  # reported by the system check; keep recording as before
+        if (
+            options.trace_store_size != _recorder.store.max_requests
+            or options.keep_empty_traces != _recorder.keep_empty
+        ):
+            _recorder = None
 
 
 conf.on_reload(_forget)

@@ -88,3 +88,59 @@ def detach_view(request: HttpRequest) -> HttpResponse:
 def detach_then_raise(request: HttpRequest) -> HttpResponse:
     detach(_write_marker, request.GET["marker"], 0.0)
     raise RuntimeError("the view failed after detaching")
+
+
+def detach_decorated(request: HttpRequest) -> HttpResponse:
+    marker = request.GET["marker"]
+
+    @detach
+    def write() -> None:
+        _write_marker(marker, 0.0)
+
+    return HttpResponse("sent")
+
+
+def detach_task(request: HttpRequest) -> HttpResponse:
+    from .tasks import write_marker
+
+    detach(write_marker, request.GET["marker"], "from a task", mode="tasks")
+    return HttpResponse("sent")
+
+
+def _fail(message: str) -> None:
+    raise LookupError(message)
+
+
+def detach_fails(request: HttpRequest) -> HttpResponse:
+    detach(_fail, "detached work failed on purpose")
+    return HttpResponse("sent")
+
+
+async def detach_async(request: HttpRequest) -> HttpResponse:
+    detach(_write_marker, request.GET["marker"], 0.0)
+    return HttpResponse("sent")
+
+
+def in_atomic(request: HttpRequest) -> JsonResponse:
+    """Sync tasks inside transaction.atomic: the caller's lane unless a task opts out."""
+    from django.db import transaction
+
+    with transaction.atomic():
+        Author.objects.create(name="inside")
+        with weave() as w:
+
+            @w.do
+            def default_lane() -> bool:
+                return Author.objects.filter(name="inside").exists()
+
+            @w.do(thread_sensitive=False)
+            def opted_out() -> str:
+                return "pool"
+
+        with weave(thread_sensitive=False) as parallel:
+
+            @parallel.do
+            def whole_weave_opted_out() -> str:
+                return "pool"
+
+    return JsonResponse({"seen": w.result["default_lane"]})
