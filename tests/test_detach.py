@@ -513,3 +513,37 @@ def test_a_failing_second_fork_raises_detach_error(tmp_path: Path, processes: Pr
     assert "BlockingIOError" in report["error"]
     assert os.strerror(errno.EAGAIN) in report["error"]
     assert not (tmp_path / "on_done.txt").exists()  # nothing ran
+
+
+@pytest.mark.slow
+def test_a_child_reads_a_sqlite_database_whose_descriptors_sqlite_kept(tmp_path: Path) -> None:
+    """SQLite in WAL mode keeps closed connections' descriptors for reuse; the child's
+    own connection reuses them, so regular files must stay the real file in the child."""
+    import sqlite3
+
+    from wove import weave
+
+    path, out = tmp_path / "db.sqlite3", tmp_path / "seen.json"
+    setup = sqlite3.connect(path)
+    setup.execute("PRAGMA journal_mode=WAL")
+    setup.execute("create table t(x)")
+    setup.execute("insert into t values (1)")
+    setup.commit()
+    other = sqlite3.connect(path)
+    other.execute("select * from t").fetchall()
+    other.close()  # its descriptor stays open inside SQLite while `setup` is open
+    try:
+        with weave(background=True, fork=True) as w:
+
+            @w.do
+            def child() -> None:
+                try:
+                    seen: object = sqlite3.connect(path).execute("select x from t").fetchall()
+                except sqlite3.Error as exc:
+                    seen = repr(exc)
+                out.write_text(json.dumps(seen))
+
+        assert poll(lambda: out.exists() and out.read_text() != "")
+        assert json.loads(out.read_text()) == [[1]]
+    finally:
+        setup.close()

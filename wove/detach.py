@@ -2,10 +2,11 @@
 
 ``fork`` (POSIX): double fork with ``setsid`` in between, the intermediate child reaped at
 once, so no zombie is left under a parent that never calls ``wait`` (a gunicorn worker).
-In the detached child every inherited descriptor above the standard streams is replaced
-by ``/dev/null``: the child holds no client connection, listening socket or database
-socket of the parent's, and a stale object that later closes or writes "its" descriptor
-number cannot touch a file the child opened since. Hooks registered with
+In the detached child every inherited descriptor above the standard streams that is not a
+regular file or directory is replaced by ``/dev/null``: the child holds no client
+connection, listening socket or database socket of the parent's, and a stale object that
+later closes or writes "its" socket cannot touch a file the child opened since. Regular
+files stay (log files, and SQLite's kept database descriptors). Hooks registered with
 :func:`at_detached_child` run first, so integrations can drop inherited resources (such
 as database connections) without closing them for the parent.
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import subprocess
 import sys
 import warnings
@@ -38,7 +40,7 @@ def at_detached_child(hook: Callable[[], None]) -> Callable[[], None]:
 
     Use it to discard inherited resources that must not be used or closed in the child,
     e.g. database connections shared with the parent. Hooks run after the inherited
-    descriptors were replaced by ``/dev/null`` and the standard streams redirected, so
+    sockets and pipes were replaced by ``/dev/null`` and the standard streams redirected, so
     closing or writing an inherited connection there cannot reach the parent's peer.
     Usable as a decorator.
     """
@@ -118,7 +120,6 @@ def _in_detached_child(body: Callable[[], int]) -> int:
         # collected later) then writes to /dev/null, never to the parent's peer.
         _release_inherited_descriptors()
         _redirect_standard_streams()
-        _reopen_log_files()
         for hook in _child_hooks:
             hook()
         return body()
@@ -128,14 +129,29 @@ def _in_detached_child(body: Callable[[], int]) -> int:
 
 
 def _release_inherited_descriptors() -> None:
+    """Point every inherited descriptor above 2 that is not a regular file or directory
+    (sockets, pipes, terminals, event fds) at /dev/null.
+
+    Regular files stay: they connect to no peer, log handlers keep writing to their
+    files, and SQLite keeps (and reuses) descriptors of its database files, so pointing
+    those at /dev/null would make the child's own new connection read an empty database.
+    """
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in _open_descriptors():
-        if fd > 2 and fd != devnull:
+        if fd > 2 and fd != devnull and not _is_file(fd):
             try:
                 os.dup2(devnull, fd, inheritable=False)
             except OSError:
                 pass
     os.close(devnull)
+
+
+def _is_file(fd: int) -> bool:
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        return False
+    return stat.S_ISREG(mode) or stat.S_ISDIR(mode)
 
 
 def _open_descriptors() -> list[int]:
@@ -164,18 +180,6 @@ def _redirect_standard_streams() -> None:
     os.dup2(out, 1)
     os.dup2(out, 2)
     os.close(out)
-
-
-def _reopen_log_files() -> None:
-    """File log handlers lost their descriptor: give them their file back."""
-    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
-    for candidate in loggers:
-        for handler in getattr(candidate, "handlers", ()):
-            if isinstance(handler, logging.FileHandler) and handler.stream is not None:
-                try:
-                    handler.setStream(open(handler.baseFilename, "a", encoding=handler.encoding))  # noqa: SIM115
-                except OSError:
-                    pass
 
 
 # --- spawn -----------------------------------------------------------------------------
