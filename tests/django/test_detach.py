@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -57,14 +58,24 @@ def test_work_starts_only_when_the_response_is_closed(tmp_path: Path) -> None:
     assert _wait_for(marker)
 
 
-@pytest.mark.parametrize("url", ["/detach/", "/detach-decorated/"])
-def test_thread_mode_through_the_test_client(client: Client, tmp_path: Path, url: str) -> None:
+@pytest.mark.parametrize(
+    ("url", "mode", "task"),
+    [
+        ("/detach/", "thread", "_write_marker"),
+        ("/detach-decorated/", "thread", "write"),
+        ("/detach/", "fork", "_write_marker"),
+    ],
+)
+def test_detached_work_runs_and_is_traced_under_its_name(
+    client: Client, tmp_path: Path, url: str, mode: str, task: str
+) -> None:
     marker = tmp_path / "marker"
-    assert client.get(url, {"marker": str(marker)}).content == b"sent"
-    assert _wait_for(marker)
+    assert client.get(url, {"marker": str(marker), "mode": mode}).content == b"sent"
+    pid = int(_wait_for(marker))
+    assert (pid == os.getpid()) is (mode == "thread")
     trace = _wait_for_trace(f"after GET {url}")
     assert trace.error is None  # type: ignore[attr-defined]
-    assert [r.task for r in trace.records] == ["detached"]  # type: ignore[attr-defined]
+    assert [(r.task, r.status) for r in trace.records] == [(task, "ok")]  # type: ignore[attr-defined]
 
 
 def test_an_async_view_can_detach(async_client: Client, tmp_path: Path) -> None:
@@ -82,15 +93,17 @@ def test_tasks_mode_enqueues_a_django_task(client: Client, tmp_path: Path) -> No
     assert _wait_for(marker) == "from a task"  # the default backend runs it at once
 
 
+@pytest.mark.parametrize("mode", ["thread", "fork"])
 def test_failing_detached_work_is_logged_and_traced(
-    client: Client, caplog: pytest.LogCaptureFixture
+    client: Client, caplog: pytest.LogCaptureFixture, mode: str
 ) -> None:
     with caplog.at_level(logging.ERROR, logger="wove"):
-        assert client.get("/detach-fails/").status_code == 200
+        assert client.get("/detach-fails/", {"mode": mode}).status_code == 200
         trace = _wait_for_trace("after GET /detach-fails/")
     assert trace.error == "LookupError: detached work failed on purpose"  # type: ignore[attr-defined]
     assert [r.status for r in trace.records] == ["error"]  # type: ignore[attr-defined]
-    assert any("detached work failed on purpose" in str(r.exc_info) for r in caplog.records)
+    logged = [f"{r.getMessage()} {r.exc_info}" for r in caplog.records]
+    assert any("detached work failed on purpose" in line for line in logged)
 
 
 def test_work_detached_by_a_view_that_raises_is_dropped(

@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import keyword
 import logging
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import CodeType, FunctionType
 from typing import Any, TypeVar, overload
 
 from django.http import HttpResponseBase
@@ -33,6 +35,7 @@ from django.http import HttpResponseBase
 from wove import InvalidOptionError, WeaveStateError, WoveResult, collecting, weave
 from wove.contrib.traces.forked import fork_reports, send_report
 from wove.contrib.traces.request import ActiveRequest, describe
+from wove.result import RESERVED_NAMES
 
 from . import conf
 from .recording import recorder
@@ -51,7 +54,8 @@ class DetachedWork:
 
     @property
     def name(self) -> str:
-        return getattr(self.function, "__qualname__", None) or repr(self.function)
+        target = getattr(self.function, "func", self.function)  # a django task's function
+        return getattr(target, "__qualname__", None) or repr(target)
 
 
 @dataclass(slots=True)
@@ -169,11 +173,23 @@ def _begin(label: str) -> ActiveRequest | None:
     return recorder().begin("DETACH", label) if conf.wove_settings().record else None
 
 
+_codes: dict[str, CodeType] = {}
+
+
 def _call(item: DetachedWork) -> Callable[[], Any]:
+    """The one task of the detached weave, named after the function when it can be (so
+    the trace shows ``send_receipt``, not a wrapper)."""
+
     def detached() -> Any:
         return item.function(*item.args, **item.kwargs)
 
-    return detached
+    name = getattr(item.function, "__name__", "")
+    if not name.isidentifier() or keyword.iskeyword(name) or name in RESERVED_NAMES:
+        return detached
+    code = _codes.get(name)
+    if code is None:
+        code = _codes.setdefault(name, detached.__code__.replace(co_name=name, co_qualname=name))
+    return FunctionType(code, detached.__globals__, name, None, detached.__closure__)
 
 
 def _start_thread(item: DetachedWork, label: str) -> None:

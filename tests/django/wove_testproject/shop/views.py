@@ -112,7 +112,7 @@ def _fail(message: str) -> None:
 
 
 def detach_fails(request: HttpRequest) -> HttpResponse:
-    detach(_fail, "detached work failed on purpose")
+    detach(_fail, "detached work failed on purpose", mode=request.GET.get("mode", "thread"))
     return HttpResponse("sent")
 
 
