@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint types unit demo bench venv clean
+.PHONY: test lint types unit demo bench venv clean postgres chromium
 
 venv: $(STAMP)
 
@@ -26,16 +26,37 @@ lint: $(STAMP)
 types: $(STAMP)
 	$(VENV)/bin/mypy --strict wove
 
+# PostgreSQL's server programs, for the Django tests against real servers and a real
+# database (tests/django/pgserver.py starts a throwaway cluster). Debian keeps initdb in
+# /usr/lib/postgresql/*/bin, off PATH.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+postgres:
+	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+	|| { $(SUDO) apt-get update -qq \
+	&& $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+
+# A headless browser for the waterfall screenshot tests (tests/django).
+chromium:
+	@test -x /usr/bin/chromium || { $(SUDO) apt-get update -qq \
+	&& $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
 # Two sessions: the core (no Django configured), then the Django adapter with
 # pytest-django and the test project in tests/django.
-unit: $(STAMP)
+unit: $(STAMP) postgres chromium
 	$(VENV)/bin/pytest
-	DJANGO_SETTINGS_MODULE=wove_testproject.settings $(VENV)/bin/pytest tests/django
+	$(VENV)/bin/pytest tests/django --ds=wove_testproject.settings
 
 test: lint types unit
 
+# The example bookshop (example_project/): migrate and seed its database (the SQLite
+# file example_project/db.sqlite3, or DATABASE_URL=postgres://user:pw@host/db), then
+# serve it and print its pages; Ctrl-C stops it. The core's tour without Django:
+# $(PY) examples/demo.py
+DEMO_ADDR ?= 127.0.0.1:8000
 demo: $(STAMP)
-	$(PY) examples/demo.py
+	$(PY) example_project/manage.py migrate --noinput --verbosity 0
+	$(PY) example_project/manage.py seed
+	$(PY) example_project/manage.py runserver $(DEMO_ADDR) --noreload
 
 bench: $(STAMP)
 	$(PY) -m bench

@@ -1,0 +1,116 @@
+"""Settings of the example bookshop: a demo, so DEBUG is on and the secret key is public.
+
+The database is a SQLite file next to manage.py (``db.sqlite3``, made by ``migrate``)
+unless ``DATABASE_URL`` names another one:
+
+- ``postgres://user:password@host:5432/name`` (or ``postgresql://``), with Django's
+  connection pool (psycopg's, installed with the ``test`` extra);
+- ``sqlite:///relative/path.sqlite3`` or ``sqlite:////absolute/path.sqlite3``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+SECRET_KEY = "wove-example-project-not-secret"
+DEBUG = True
+ALLOWED_HOSTS = ["127.0.0.1", "localhost", "[::1]", "testserver"]
+USE_TZ = True
+TIME_ZONE = "UTC"
+ROOT_URLCONF = "bookshop.urls"
+WSGI_APPLICATION = "bookshop.wsgi.application"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "wove.contrib.django",
+    "catalog",
+]
+
+MIDDLEWARE = [
+    # First, so every weave run below it is traced and detach() works in every view.
+    "wove.contrib.django.middleware.WoveMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+]
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {"context_processors": ["django.template.context_processors.request"]},
+    }
+]
+
+# Wove's settings (every key is optional, see docs/django.md): Server-Timing headers
+# (visible in the browser's network panel), and the trace pages at /wove/.
+WOVE = {
+    "SERVER_TIMING": True,
+    "TRACE_STORE_SIZE": 50,
+    "DETACH_MODE": "thread",
+}
+
+
+def database_from_url(url: str) -> dict[str, Any]:
+    """A ``DATABASES["default"]`` entry from ``postgres://...`` or ``sqlite:///...``."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    if parts.scheme in ("postgres", "postgresql"):
+        return {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": unquote(parts.path.lstrip("/")),
+            "USER": unquote(parts.username or ""),
+            "PASSWORD": unquote(parts.password or ""),
+            "HOST": parts.hostname or "",
+            "PORT": str(parts.port or ""),
+            # Wove's pool threads each take a connection per task and give it back after.
+            "OPTIONS": {"pool": {"min_size": 2, "max_size": 20, "timeout": 10}, **query},
+        }
+    if parts.scheme == "sqlite":
+        path = unquote(parts.path)[1:] if parts.path.startswith("/") else unquote(parts.path)
+        if not path:
+            raise ImproperlyConfigured(f"DATABASE_URL={url!r} names no SQLite file")
+        return sqlite_database(BASE_DIR / path)
+    raise ImproperlyConfigured(
+        f"DATABASE_URL={url!r}: only postgres://, postgresql:// and sqlite:/// are understood"
+    )
+
+
+def sqlite_database(path: Path) -> dict[str, Any]:
+    return {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": path,
+        # Writers wait for each other (receipts are written while pages are read).
+        "OPTIONS": {"timeout": 20},
+    }
+
+
+_url = os.environ.get("DATABASE_URL", "").strip()
+DATABASES = {
+    "default": database_from_url(_url) if _url else sqlite_database(BASE_DIR / "db.sqlite3")
+}
+
+# How long sending a receipt takes (catalog/receipts.py), in seconds; the smoke test
+# (tests/test_example_project.py) shortens it. The slow queries and the price service
+# have their times in catalog/lookups.py and catalog/prices.py.
+DEMO_RECEIPT_SECONDS = float(os.environ.get("DEMO_RECEIPT_SECONDS", "1.5"))
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {
+        "wove": {"handlers": ["console"], "level": "INFO"},
+        "catalog": {"handlers": ["console"], "level": "INFO"},
+    },
+}
