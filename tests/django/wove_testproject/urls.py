@@ -1,6 +1,6 @@
 from django.urls import include, path
 
-from .shop import views
+from .shop import server_views, views
 
 urlpatterns = [
     path("wove/", include("wove.contrib.django.urls")),
@@ -10,4 +10,22 @@ urlpatterns = [
     path("sensitive/", views.sensitive),
     path("detach/", views.detach_view),
     path("detach-raises/", views.detach_then_raise),
+    path("detach-decorated/", views.detach_decorated),
+    path("detach-task/", views.detach_task),
+    path("detach-fails/", views.detach_fails),
+    path("detach-async/", views.detach_async),
+    path("in-atomic/", views.in_atomic),
+]
+
+# For the tests against real servers (tests/django/test_real_servers.py).
+urlpatterns += [
+    path("ping/", server_views.ping),
+    path("login/", server_views.log_in),
+    path("many-queries/", server_views.many_queries),
+    path("many-queries-async/", server_views.many_queries_async),
+    path("atomic-default/", server_views.atomic_default),
+    path("sensitive-and-pool/", server_views.sensitive_and_pool),
+    path("db-pid/", server_views.db_pid),
+    path("detach-query/", server_views.detach_query),
+    path("fork-on-request-thread/", server_views.fork_on_request_thread),
 ]

@@ -11,6 +11,7 @@ warning, so nothing waits forever.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -63,6 +64,8 @@ class ForkReports:
 
     def _listen(self) -> None:
         directory = tempfile.mkdtemp(prefix="wove-reports-")
+        # The serving thread is a daemon, so its cleanup never runs at exit: this does.
+        atexit.register(_remove_directory, directory, os.getpid())
         self._path = os.path.join(directory, "reports.sock")
         server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         server.bind(self._path)
@@ -119,6 +122,12 @@ class ForkReports:
         for active in expired:
             logger.warning("wove: detached work %s never reported back", active.path)
             active.finish(None, error="no report from the detached child")
+
+
+def _remove_directory(directory: str, owner: int) -> None:
+    """At exit of the process that listened (not of a child of it that exits normally)."""
+    if os.getpid() == owner:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def send_report(

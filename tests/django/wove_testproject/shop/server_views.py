@@ -1,0 +1,175 @@
+"""Views for the tests against real servers (tests/django/test_real_servers.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+
+from django.contrib.auth import authenticate, login
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+from wove import weave
+from wove.contrib.django import detach
+
+from .models import Author, Book
+
+
+def ping(request: HttpRequest) -> HttpResponse:
+    """Readiness probe: no database, no weave."""
+    return HttpResponse("ok")
+
+
+def log_in(request: HttpRequest) -> HttpResponse:
+    """POST username and password: a session cookie for that user (403 if they are wrong)."""
+    user = authenticate(
+        request, username=request.POST.get("username"), password=request.POST.get("password")
+    )
+    if user is None:
+        return HttpResponse("wrong credentials", status=403)
+    login(request, user)
+    return HttpResponse("logged in")
+
+
+def _backend_pid() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        row = cursor.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def many_queries(request: HttpRequest) -> JsonResponse:
+    """Four ORM tasks in parallel on Wove's pool threads, each with its own connection."""
+    with weave() as w:
+
+        @w.do
+        def authors() -> int:
+            return Author.objects.count()
+
+        @w.do
+        def books() -> int:
+            return Book.objects.count()
+
+        @w.do
+        def priced() -> int:
+            return Book.objects.filter(price__gt=0).count()
+
+        @w.do
+        def named() -> int:
+            return Author.objects.filter(name__startswith="a").count()
+
+    return JsonResponse({name: w.result[name] for name in ("authors", "books", "priced", "named")})
+
+
+async def many_queries_async(request: HttpRequest) -> JsonResponse:
+    """The same from an async view: its sync tasks still run on Wove's pool threads."""
+    async with weave() as w:
+
+        @w.do
+        def authors() -> int:
+            return Author.objects.count()
+
+        @w.do
+        def books() -> int:
+            return Book.objects.count()
+
+        @w.do
+        def priced() -> int:
+            return Book.objects.filter(price__gt=0).count()
+
+        @w.do
+        def named() -> int:
+            return Author.objects.filter(name__startswith="a").count()
+
+    return JsonResponse({name: w.result[name] for name in ("authors", "books", "priced", "named")})
+
+
+def atomic_default(request: HttpRequest) -> JsonResponse:
+    """Writes a row, then reads it from sync tasks that name no lane.
+
+    Under ``ATOMIC_REQUESTS`` the row is uncommitted; with the default ``WOVE["ATOMIC"]``
+    the tasks run on the request's thread and see it.
+    """
+    name = f"row of request {time.monotonic_ns()}"
+    Author.objects.create(name=name)
+    request_thread = threading.get_ident()
+    with weave() as w:
+
+        @w.do
+        def seen() -> bool:
+            return Author.objects.filter(name=name).exists()
+
+        @w.do
+        def on_request_thread() -> bool:
+            return threading.get_ident() == request_thread
+
+    return JsonResponse(
+        {
+            "in_atomic_block": connection.in_atomic_block,
+            "seen": w.result["seen"],
+            "on_request_thread": w.result["on_request_thread"],
+        }
+    )
+
+
+def sensitive_and_pool(request: HttpRequest) -> JsonResponse:
+    """The uncommitted row from the request's connection and from a pool thread's own."""
+    name = f"uncommitted {time.monotonic_ns()}"
+    Author.objects.create(name=name)
+    with weave() as w:
+
+        @w.do(thread_sensitive=True)
+        def seen_here() -> bool:
+            return Author.objects.filter(name=name).exists()
+
+        @w.do(thread_sensitive=False)
+        def seen_on_pool() -> bool:
+            return Author.objects.filter(name=name).exists()
+
+    return JsonResponse(
+        {"seen_here": w.result["seen_here"], "seen_on_pool": w.result["seen_on_pool"]}
+    )
+
+
+def db_pid(request: HttpRequest) -> JsonResponse:
+    """This worker's pid and thread, and the backend of the request thread's connection."""
+    return JsonResponse(
+        {"pid": os.getpid(), "thread": threading.get_ident(), "backend": _backend_pid()}
+    )
+
+
+def _query_into_marker(path: str, delay: float) -> None:
+    time.sleep(delay)
+    report = {"pid": os.getpid(), "authors": Author.objects.count(), "backend": _backend_pid()}
+    with open(path + ".tmp", "w") as marker:
+        json.dump(report, marker)
+    os.rename(path + ".tmp", path)  # the marker appears whole
+
+
+def detach_query(request: HttpRequest) -> JsonResponse:
+    """Uses the request thread's connection, then detaches work that runs a query too."""
+    backend = _backend_pid()
+    detach(
+        _query_into_marker,
+        request.GET["marker"],
+        float(request.GET.get("delay", "0")),
+        mode=request.GET.get("mode", "fork"),
+    )
+    return JsonResponse({"pid": os.getpid(), "backend": backend})
+
+
+def fork_on_request_thread(request: HttpRequest) -> JsonResponse:
+    """A forked weave whose thread-sensitive task queries: in the child it runs on the
+    thread that forked, which holds the request's (inherited) connection."""
+    backend = _backend_pid()
+    marker, delay = request.GET["marker"], float(request.GET.get("delay", "0"))
+    with weave(background=True, fork=True) as w:
+
+        @w.do(thread_sensitive=True)
+        def report() -> None:
+            _query_into_marker(marker, delay)
+
+    return JsonResponse({"pid": os.getpid(), "backend": backend})

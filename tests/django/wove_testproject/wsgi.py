@@ -1,0 +1,9 @@
+"""WSGI entry point of the test project (gunicorn in tests/django/test_real_servers.py)."""
+
+import os
+
+from django.core.wsgi import get_wsgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "wove_testproject.settings")
+
+application = get_wsgi_application()
