@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import blocks, chains, latency, mapping, memory
-from .harness import MIN_RUNS, Row, Workload
+from . import blocks, chains, django, latency, mapping, memory
+from .harness import MIN_RUNS, Row, Skipped, Workload
 
 WORKLOADS: list[Workload] = [
     *mapping.WORKLOADS,
@@ -26,6 +26,7 @@ WORKLOADS: list[Workload] = [
     *blocks.WORKLOADS,
     *latency.WORKLOADS,
     *memory.WORKLOADS,
+    *django.WORKLOADS,
 ]
 HEADERS = ("workload", "wove", "baseline", "ratio", "target", "met?")
 
@@ -119,10 +120,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"python:  {info['python']}; {args.runs} runs per workload, medians")
     print()
     rows: list[Row] = []
+    skipped: dict[str, str] = {}
     started = time.perf_counter()
     for workload in selected:
         print(f"running {workload.name} ...", file=sys.stderr, flush=True)
-        rows.extend(workload.measure(args.runs))
+        try:
+            rows.extend(workload.measure(args.runs))
+        except Skipped as reason:
+            skipped[workload.name] = str(reason)
     elapsed = time.perf_counter() - started
     print(table(rows))
     print()
@@ -132,10 +137,14 @@ def main(argv: list[str] | None = None) -> int:
     if notes:
         print("notes:")
         print("\n".join(notes))
+    if skipped:
+        print("skipped (not measured):")
+        print("\n".join(f"  {name}: {reason}" for name, reason in skipped.items()))
     missed = [row.name for row in rows if not row.met]
     print()
     print(f"{len(rows) - len(missed)}/{len(rows)} targets met in {elapsed:.0f} s", end="")
-    print(f"; missed: {', '.join(missed)}" if missed else "")
+    print(f"; missed: {', '.join(missed)}" if missed else "", end="")
+    print(f"; skipped: {', '.join(skipped)}" if skipped else "")
     if args.json is not None:
         payload = {
             "machine": info,
@@ -154,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                 }
                 for row in rows
             ],
+            "skipped": skipped,
         }
         args.json.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     return 1 if missed else 0

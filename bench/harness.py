@@ -32,6 +32,11 @@ class Row:
         return self.ratio <= self.target
 
 
+class Skipped(Exception):
+    """Raised by a workload that cannot run on this machine (say, PostgreSQL is not
+    installed): reported as skipped, with the reason, rather than timed."""
+
+
 @dataclass(frozen=True, slots=True)
 class Workload:
     """A named family member: ``measure(runs)`` returns its rows."""

@@ -22,6 +22,8 @@ from wove.contrib.traces import (
     TraceStore,
     server_timing,
     trace_json,
+    waterfall,
+    waterfall_fragment,
     waterfall_html,
 )
 
@@ -505,6 +507,49 @@ def test_the_page_for_no_requests_says_so() -> None:
     page = waterfall_html([])
     assert "No request has run a weave yet" in page
     assert html.unescape(page).startswith("<!doctype html>")
+
+
+def _selectors(css: str) -> list[str]:
+    return [s.strip() for rule in re.findall(r"([^{}]+)\{[^{}]*\}", css) for s in rule.split(",")]
+
+
+def test_the_fragment_is_the_page_body_with_every_style_scoped(
+    recorder: RequestRecorder,
+) -> None:
+    with recorder.recording("GET", "/one") as active:
+        _run_mixed_weave()
+        active.finish(200)
+    assert recorder.store is not None
+    stored = recorder.store.recent()
+    fragment = waterfall_fragment(stored, base_url="/_wove/", title="Wove traces")
+    page = waterfall_html(stored, base_url="/_wove/")
+
+    assert fragment in page  # the page is the fragment in a document: one drawing, one code
+    assert fragment.startswith('<div class="wove-waterfall">')
+    assert fragment.endswith("</div>")
+    for tag in ("<html", "<head", "<body", "<title", "<script"):
+        assert tag not in fragment
+    assert page.count('class="bar lane-') == fragment.count('class="bar lane-') >= 5 + 4
+    (css,) = re.findall(r"<style>(.*?)</style>", fragment, re.S)
+    selectors = _selectors(css)
+    assert len(selectors) > 40
+    assert all(s.startswith(".wove-waterfall") for s in selectors), selectors
+    assert ".wove-waterfall .bar.lane-thread" in selectors
+    # Every rule of the source survived the scoping (none was dropped by the parser).
+    assert len(selectors) == len(_selectors(waterfall._CSS))
+
+
+def test_the_fragment_can_outrank_a_host_pages_reset_and_refuses_markup() -> None:
+    trace = _trace(_fake("a", 0.1, 0.3), _fake("b", 0.2, 0.9, lane="loop"))
+    fragment = waterfall_fragment([trace], within="#djDebug")
+    (css,) = re.findall(r"<style>(.*?)</style>", fragment, re.S)
+    assert all(s.startswith("#djDebug .wove-waterfall") for s in _selectors(css))
+    assert 'class="bar lane-loop status-ok"' in fragment
+    assert "<h1>" not in fragment  # no title unless asked for
+    assert "<h1>&lt;b&gt;</h1>" in waterfall_fragment([trace], title="<b>")
+    with pytest.raises(ValueError, match="CSS selector"):
+        waterfall_fragment([trace], within="</style><script>")
+    assert "No request has run a weave yet" in waterfall_fragment([])
 
 
 def test_the_package_exports_match_all() -> None:

@@ -23,19 +23,19 @@ the panel has nothing to show (it then says so, and the toolbar's system checks 
 ``wove.W002``). Weaves run by middleware listed above ``WoveMiddleware`` are not traced.
 
 ``Server-Timing``: the toolbar replaces the response's header with its own panels'
-entries (its timer panel always has some), which would drop Wove's. This panel adds the
+entries (its timer panel adds some to every response), which would drop Wove's. This panel adds the
 header the response had (Wove's entries and any of the app's) back after the toolbar's.
 
 The stats the toolbar stores (JSON, in memory or in its database store) are the
 rendered waterfall and the numbers for the sidebar, so the history panel and panels
-loaded later show the same drawing. Only import this module with debug_toolbar installed.
+loaded later show the same drawing. Nothing else in Wove imports this module, so the
+toolbar is needed only by projects that list the panel.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from debug_toolbar.panels import Panel
 from django.conf import settings
 from django.core.checks import CheckMessage, Warning
 from django.http import HttpRequest, HttpResponseBase
@@ -49,6 +49,14 @@ from wove.contrib.traces.waterfall import plural
 from . import conf
 from .checks import MIDDLEWARE_PATH
 from .recording import store
+
+try:
+    from debug_toolbar.panels import Panel
+except ImportError as exc:  # only settings naming this panel import this module
+    raise ImportError(
+        "wove.contrib.django.panels.WovePanel is a django-debug-toolbar panel: install "
+        "django-debug-toolbar, or remove the panel from DEBUG_TOOLBAR_PANELS"
+    ) from exc
 
 TOOLBAR_MIDDLEWARE = "debug_toolbar.middleware.DebugToolbarMiddleware"
 
@@ -142,9 +150,8 @@ def _why_no_trace() -> str:
         )
     if not conf.wove_settings().record:
         return "No Wove trace: recording is off (settings.WOVE['RECORD'] is False)."
-    if TOOLBAR_MIDDLEWARE in middleware and middleware.index(MIDDLEWARE_PATH) < middleware.index(
-        TOOLBAR_MIDDLEWARE
-    ):
+    wove_at = middleware.index(MIDDLEWARE_PATH)
+    if TOOLBAR_MIDDLEWARE in middleware and wove_at < middleware.index(TOOLBAR_MIDDLEWARE):
         return (
             "No Wove trace yet when the toolbar collected its data: WoveMiddleware is "
             f"listed before DebugToolbarMiddleware. Move {MIDDLEWARE_PATH!r} below "

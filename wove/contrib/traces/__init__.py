@@ -2,12 +2,14 @@
 
 A :class:`RequestRecorder` turns the weave records of one request into a
 :class:`RequestTrace`, kept in a bounded :class:`TraceStore` and rendered as a
-``Server-Timing`` header, JSON or a waterfall page. Nothing here imports a web framework.
+``Server-Timing`` header, JSON, or a waterfall (a whole page, or a fragment to embed).
+Nothing here imports a web framework.
 """
 
 from .render import server_timing, trace_json, waterfall_html
 from .request import ActiveRequest, RequestRecorder, RequestTrace
 from .store import TraceStore
+from .waterfall import waterfall_fragment
 
 __all__ = [
     "ActiveRequest",
@@ -16,5 +18,6 @@ __all__ = [
     "TraceStore",
     "server_timing",
     "trace_json",
+    "waterfall_fragment",
     "waterfall_html",
 ]

@@ -1,9 +1,13 @@
 """The trace page: recent requests, then each request's weaves drawn on a time axis.
 
-One self-contained string, no JavaScript and no external assets, so it works offline,
-under a strict Content-Security-Policy and inside another tool's panel. Bars are placed
-with percentages of the request's duration, so the browser does all the layout. Every
-string that comes from a request or a task goes through ``html.escape``.
+Two forms of the same drawing: :func:`waterfall_html`, a whole page, and
+:func:`waterfall_fragment`, a ``<div class="wove-waterfall">`` carrying its own styles,
+every rule scoped under that class, to embed in another tool's page (a debug toolbar
+panel, an admin view). No JavaScript and no external assets, so it works offline and
+under a Content-Security-Policy that forbids scripts (styles are inline: ``style-src``
+must allow ``'unsafe-inline'``). Bars are placed with percentages of the request's
+duration, so the browser does all the layout. Every string that comes from a request or
+a task goes through ``html.escape``.
 
 Layout: one row per task of each weave run, grouped under a row for the weave run. A
 mapped task keeps its one row, with one thin line per item, so a fan-out reads as a
@@ -12,8 +16,10 @@ block rather than pushing everything else off screen. Retries share their item's
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+import re
 import time
 from collections.abc import Iterable
 from html import escape
@@ -25,6 +31,9 @@ from .text import safe_text
 
 _STATUSES = ("ok", "error", "timeout", "cancelled")
 
+#: The class of the fragment's outer ``<div>``; every style rule is scoped under it.
+SCOPE_CLASS = "wove-waterfall"
+
 
 def waterfall_html(
     traces: Iterable[RequestTrace], *, title: str = "Wove traces", base_url: str = ""
@@ -34,20 +43,41 @@ def waterfall_html(
     ``base_url`` is where the adapter serves the page; when given, each request also links
     to its JSON at ``{base_url}{id}.json``, so adapters serve that route too.
     """
+    return (
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{escape(title)}</title><style>{_PAGE_CSS}</style></head>\n<body>\n"
+        + waterfall_fragment(traces, base_url=base_url, title=title)
+        + "\n</body></html>\n"
+    )
+
+
+def waterfall_fragment(
+    traces: Iterable[RequestTrace],
+    *,
+    base_url: str = "",
+    title: str | None = None,
+    within: str = "",
+) -> str:
+    """The same drawing as :func:`waterfall_html`, as one ``<div class="wove-waterfall">``
+    with its ``<style>`` inside: no ``<html>``, ``<head>`` or ``<body>``.
+
+    ``title``: an ``<h1>`` above the legend. ``within``: a CSS selector of an element the
+    fragment is placed in (``"#djDebug"``), put in front of every rule so that they also
+    win over a host page's reset rules of higher specificity (a reset like
+    ``#djDebug div {height: auto}`` would otherwise flatten the bars).
+    """
     traces = list(traces)
-    parts = [f"<h1>{escape(title)}</h1>", _legend()]
+    parts = [f"<style>{_scoped_css(within)}</style>"]
+    if title is not None:
+        parts.append(f"<h1>{escape(title)}</h1>")
+    parts.append(_legend())
     if traces:
         parts.append(_request_table(traces))
         parts += [_section(trace, base_url) for trace in traces]
     else:
         parts.append('<p class="empty">No request has run a weave yet.</p>')
-    return (
-        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{escape(title)}</title><style>{_CSS}</style></head>\n<body>\n"
-        + "\n".join(parts)
-        + "\n</body></html>\n"
-    )
+    return f'<div class="{SCOPE_CLASS}">\n' + "\n".join(parts) + "\n</div>"
 
 
 def _legend() -> str:
@@ -230,25 +260,41 @@ def _ms(seconds: float) -> str:
     return f"{ms:.2f} ms" if ms < 10 else f"{ms:.1f} ms" if ms < 1000 else f"{ms:,.0f} ms"
 
 
-_CSS = """
-:root{--thread:#2563eb;--loop:#0d9488;--caller:#7c3aed;--error:#dc2626;--timeout:#d97706;
---cancelled:#9ca3af;--grid:#e5e7eb;--muted:#6b7280;--ink:#111827}
-*{box-sizing:border-box}
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;color:var(--ink);
-margin:0 auto;padding:1.5rem 2rem 4rem;max-width:1400px;background:#fff}
-h1{font-size:1.4rem;margin:0 0 .75rem}
-h2{font-size:1.1rem;margin:0;word-break:break-all}
+#: The bars' colours: by lane for a task that succeeded, by status for one that did not
+#: (with its lane as a stripe along the bottom).
+COLOURS = {
+    "thread": "#2563eb",
+    "loop": "#0d9488",
+    "caller": "#7c3aed",
+    "error": "#dc2626",
+    "timeout": "#d97706",
+    "cancelled": "#9ca3af",
+}
+
+# Written relative to the fragment's <div>: "&" is the <div> itself, every other selector
+# is put under it by _scoped_css. The "& *" rule makes the text inside follow the <div>
+# rather than a host page's rules for bare elements.
+_CSS = (
+    "&{"
+    + "".join(f"--{name}:{colour};" for name, colour in COLOURS.items())
+    + """--grid:#e5e7eb;--muted:#6b7280;--ink:#111827;
+font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;color:var(--ink);background:#fff;
+text-align:left}
+&,& *{box-sizing:border-box}
+& *{font-family:inherit;font-size:inherit;line-height:inherit;color:inherit}
+h1{font-size:1.4rem;margin:0 0 .75rem;font-weight:700}
+h2{font-size:1.1rem;margin:0;word-break:break-all;font-weight:700}
 code,.label{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:12.5px}
 a{color:#1d4ed8}
 .meta{color:var(--muted);margin:.2rem 0 0}
-.empty{color:var(--muted)}
+.empty{color:var(--muted);margin:1rem 0}
 .legend{display:flex;flex-wrap:wrap;gap:.4rem 1.25rem;margin:0 0 1.25rem;padding:.5rem .75rem;
 background:#f9fafb;border:1px solid var(--grid);border-radius:6px;color:#374151}
 .legend .key{display:inline-flex;align-items:center;gap:.4rem}
 .legend .bar{position:static;display:inline-block;width:1.8rem;height:12px}
-table.requests{border-collapse:collapse;width:100%;margin-bottom:1rem}
-.requests th,.requests td{text-align:left;padding:.3rem .6rem;border-bottom:1px solid var(--grid);
-white-space:nowrap}
+table.requests{border-collapse:collapse;width:100%;margin:0 0 1rem;border:0}
+.requests th,.requests td{text-align:left;padding:.3rem .6rem;border:0;
+border-bottom:1px solid var(--grid);white-space:nowrap;vertical-align:middle}
 .requests th{font-weight:600;color:#374151;background:#f9fafb}
 .requests .path{white-space:normal;word-break:break-all;width:100%}
 .requests .num{text-align:right;font-variant-numeric:tabular-nums}
@@ -256,6 +302,7 @@ white-space:nowrap}
 .status-code{font-weight:600;font-size:.95em}
 .s-2xx{color:#15803d}.s-3xx{color:#1d4ed8}.s-4xx{color:#b45309}
 .s-5xx,.s-none,.request-error{color:var(--error)}
+.request-error{margin:.2rem 0 0}
 section.request{border-top:2px solid var(--grid);padding-top:1rem;margin-top:1.75rem}
 .request h2 .method{color:var(--muted);margin-right:.5rem}
 .request h2 .dur{color:var(--muted);font-weight:400;margin-left:.4rem}
@@ -294,3 +341,25 @@ color:#fff;background:var(--error)}
 .tag.status-timeout{background:var(--timeout)}
 .tag.status-cancelled{background:#6b7280}
 """
+)
+
+# The page around the fragment: only the margins and width of the document.
+_PAGE_CSS = "body{margin:0 auto;padding:1.5rem 2rem 4rem;max-width:1400px;background:#fff}"
+
+_RULE = re.compile(r"\s*([^{}]+?)\s*\{([^{}]*)\}")
+
+
+@functools.cache
+def _scoped_css(within: str) -> str:
+    """_CSS with every selector under the fragment's class (and ``within``, if given)."""
+    if any(c in within for c in "<>{}"):
+        raise ValueError(f"within must be a CSS selector, got {within!r}")
+    scope = f"{within} .{SCOPE_CLASS}" if within.strip() else f".{SCOPE_CLASS}"
+    rules = []
+    for selectors, body in _RULE.findall(_CSS):
+        scoped = ",".join(
+            s.replace("&", scope) if s.startswith("&") else f"{scope} {s}"
+            for s in (part.strip() for part in selectors.split(","))
+        )
+        rules.append(f"{scoped}{{{body.strip()}}}")
+    return "\n".join(rules)
