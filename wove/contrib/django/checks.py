@@ -35,8 +35,9 @@ def check_middleware(
         Warning(
             "Wove's middleware is not in MIDDLEWARE, so requests are not traced and "
             "wove.contrib.django.detach() cannot run work after the response.",
-            hint=f"Add {MIDDLEWARE_PATH!r} near the top of MIDDLEWARE, so it also sees "
-            "weaves run by the middleware below it.",
+            hint=f"Add {MIDDLEWARE_PATH!r} near the top of MIDDLEWARE (below "
+            "django-debug-toolbar's middleware, if you use it), so it also sees weaves "
+            "run by the middleware below it.",
             id="wove.W001",
         )
     ]

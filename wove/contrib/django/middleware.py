@@ -1,7 +1,8 @@
 """``WoveMiddleware``: trace every request's weaves, and start detached work after it.
 
 Sync and async capable, so it never forces Django to switch modes around it. Put it
-near the top of ``MIDDLEWARE`` so it also sees weaves run by the middleware below it.
+near the top of ``MIDDLEWARE`` so it also sees weaves run by the middleware below it,
+but below django-debug-toolbar's middleware, which reads the finished trace.
 For each request it:
 
 - records every weave task (and mapped item) run while the request is handled, on any

@@ -1,0 +1,302 @@
+"""For the waterfall's screenshot and toolbar panel tests: the test project under
+``manage.py runserver`` or uvicorn on a SQLite file, headless Chromium screenshots, and a
+PNG reader (zlib only)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's package; `make unit` installs it when missing
+PROJECT_DIR = Path(__file__).resolve().parent  # holds manage.py
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class DevServer:
+    """A server of the test project on a port of 127.0.0.1, in a session of its own."""
+
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def get(self, path: str, timeout: float = 30.0) -> Reply:
+        client = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            client.request("GET", path)
+            response = client.getresponse()
+            return Reply(response.status, response.headers, response.read())
+        finally:
+            client.close()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        """SIGTERM by PID, then SIGKILL its process group (it leads it) if anything is left."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.process.wait(10)
+
+
+def project_env(database: Path, settings_module: str, **settings: str) -> dict[str, str]:
+    """The environment for the test project with ``DEBUG`` on and a SQLite file at
+    ``database``: this one, less any WOVE_TEST_ setting, plus ``settings``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WOVE_TEST_")}
+    env.pop("PYTEST_CURRENT_TEST", None)
+    env.update(
+        DJANGO_SETTINGS_MODULE=settings_module,
+        WOVE_TEST_SQLITE=str(database),
+        WOVE_TEST_DEBUG="1",
+        PYTHONUNBUFFERED="1",
+        **settings,
+    )
+    return env
+
+
+def dev_server(
+    tmp_path: Path, settings_module: str, *, asgi: bool = False, **settings: str
+) -> DevServer:
+    """The test project with ``DEBUG`` on, on a fresh migrated SQLite file of its own,
+    under ``manage.py runserver`` (WSGI) or, with ``asgi``, uvicorn. The caller stops it
+    (``DevServer.stop``, by PID)."""
+    database = tmp_path / f"db-{len(list(tmp_path.glob('db-*.sqlite3')))}.sqlite3"
+    env = project_env(database, settings_module, **settings)
+    manage(env, "migrate", "--noinput", "-v", "0")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    if asgi:
+        command = [sys.executable, "-m", "uvicorn", "wove_testproject.asgi:application"]
+        command += ["--host", "127.0.0.1", "--port", str(port), "--lifespan", "off"]
+    else:
+        command = [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"]
+    log_path = tmp_path / f"server-{port}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            command,
+            cwd=PROJECT_DIR,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = DevServer(port, process, log_path)
+    try:
+        _wait_until_ready(server, 60.0)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``manage.py *args`` of the test project; raises with its output if it fails."""
+    done = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=PROJECT_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+def _wait_until_ready(server: DevServer, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"the server exited early:\n{server.log()}")
+        try:
+            if server.get("/wove/traces.json", timeout=5).status == 200:
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the server is not ready after {seconds} s:\n{server.log()}")
+        time.sleep(0.1)
+
+
+def screenshot(
+    url: str, png: Path, *, width: int = 1200, height: int = 900, wait_ms: int = 0
+) -> None:
+    """Load ``url`` in headless Chromium and save what it shows to ``png``.
+
+    ``wait_ms``: virtual time to let the page's scripts and timers run first. Chromium
+    runs in a session of its own, killed by its process group ID in any case, so no
+    renderer or GPU process outlives the call.
+    """
+    command = [
+        CHROMIUM,
+        *("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"),
+        *("--disable-background-networking", "--disable-component-update", "--disable-sync"),
+        *("--force-color-profile=srgb", "--hide-scrollbars", "--force-device-scale-factor=1"),
+        f"--user-data-dir={png.parent / (png.stem + '-profile')}",
+        f"--screenshot={png}",
+        f"--window-size={width},{height}",
+        *([f"--virtual-time-budget={wait_ms}"] if wait_ms else []),
+        url,
+    ]
+    process = subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        output, _ = process.communicate(timeout=90)
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        process.wait(10)
+    if not png.exists():
+        raise RuntimeError(f"chromium wrote no screenshot:\n{output.decode(errors='replace')}")
+
+
+@dataclass(frozen=True)
+class Image:
+    width: int
+    height: int
+    rows: list[bytes]  # RGB, 3 bytes a pixel
+
+    def pixel(self, x: int, y: int) -> tuple[int, int, int]:
+        r, g, b = self.rows[y][3 * x : 3 * x + 3]
+        return r, g, b
+
+    def xs(self, y: int, colour: tuple[int, int, int]) -> list[int]:
+        """The x of every pixel of row ``y`` that is exactly ``colour``."""
+        row, pattern, found = self.rows[y], bytes(colour), []
+        at = row.find(pattern)
+        while at != -1:
+            if at % 3 == 0:
+                found.append(at // 3)
+            at = row.find(pattern, at + 1)
+        return found
+
+
+def read_png(path: Path) -> Image:
+    """An 8-bit RGB or RGBA, non-interlaced PNG (what Chromium writes), as RGB rows."""
+    data = path.read_bytes()
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        raise ValueError(f"{path} is not a PNG")
+    position, chunks = 8, []
+    header = b""
+    while position < len(data):
+        length, kind = struct.unpack(">I4s", data[position : position + 8])
+        body = data[position + 8 : position + 8 + length]
+        position += 12 + length
+        if kind == b"IHDR":
+            header = body
+        elif kind == b"IDAT":
+            chunks.append(body)
+        elif kind == b"IEND":
+            break
+    width, height, depth, colour_type, _, _, interlace = struct.unpack(">IIBBBBB", header)
+    if depth != 8 or interlace or colour_type not in (2, 6):
+        raise ValueError(f"unsupported PNG: depth {depth}, colour type {colour_type}")
+    channels = 3 if colour_type == 2 else 4
+    stride = width * channels
+    raw = zlib.decompress(b"".join(chunks))
+    previous = bytes(stride)
+    rows = []
+    for y in range(height):
+        start = y * (stride + 1)
+        line = _unfilter(raw[start], raw[start + 1 : start + 1 + stride], previous, channels)
+        previous = line
+        rows.append(line if channels == 3 else _drop_alpha(line))
+    return Image(width, height, rows)
+
+
+def _unfilter(kind: int, line: bytes, above: bytes, bpp: int) -> bytes:
+    if kind == 0:
+        return line
+    if kind == 2:
+        return bytes((a + b) & 0xFF for a, b in zip(line, above, strict=True))
+    out = bytearray(line)
+    for i in range(len(out)):
+        left = out[i - bpp] if i >= bpp else 0
+        if kind == 1:
+            out[i] = (out[i] + left) & 0xFF
+        elif kind == 3:
+            out[i] = (out[i] + ((left + above[i]) >> 1)) & 0xFF
+        elif kind == 4:
+            up, corner = above[i], above[i - bpp] if i >= bpp else 0
+            p = left + up - corner
+            pa, pb, pc = abs(p - left), abs(p - up), abs(p - corner)
+            pred = left if pa <= pb and pa <= pc else up if pb <= pc else corner
+            out[i] = (out[i] + pred) & 0xFF
+        else:
+            raise ValueError(f"bad PNG filter type {kind}")
+    return bytes(out)
+
+
+def _drop_alpha(line: bytes) -> bytes:
+    out = bytearray(len(line) // 4 * 3)
+    out[0::3], out[1::3], out[2::3] = line[0::4], line[1::4], line[2::4]
+    return bytes(out)
+
+
+def hex_colour(value: str) -> tuple[int, int, int]:
+    value = value.lstrip("#")
+    return int(value[0:2], 16), int(value[2:4], 16), int(value[4:6], 16)
+
+
+def bands(
+    image: Image,
+    colour: tuple[int, int, int],
+    *,
+    x_from: int = 0,
+    x_to: int | None = None,
+    least: int = 1,
+) -> list[tuple[int, int]]:
+    """Runs of rows (first, last) with at least ``least`` pixels of exactly ``colour``
+    between ``x_from`` and ``x_to``: one per bar drawn on a line of its own."""
+    x_to = image.width if x_to is None else x_to
+    found: list[tuple[int, int]] = []
+    for y in range(image.height):
+        if len([x for x in image.xs(y, colour) if x_from <= x < x_to]) >= least:
+            if found and found[-1][1] == y - 1:
+                found[-1] = (found[-1][0], y)
+            else:
+                found.append((y, y))
+    return found

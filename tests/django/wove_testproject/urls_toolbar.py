@@ -1,0 +1,34 @@
+"""The test project's URLs, the toolbar's, its static files (any server), and a page."""
+
+from debug_toolbar.toolbar import debug_toolbar_urls
+from django.contrib.staticfiles.urls import staticfiles_urlpatterns
+from django.http import HttpRequest, HttpResponse
+from django.urls import path
+
+from .shop.views import parallel
+from .urls import urlpatterns as project_urls
+
+# Opens the Wove panel once the toolbar's script has run, for a screenshot.
+_OPEN_PANEL = """<script>
+addEventListener("load", () => setTimeout(() => {
+  const root = document.getElementById("djDebugRoot");
+  (root.shadowRoot || document).querySelector("a.WovePanel").click();
+}, 100));
+</script>"""
+
+
+def page(request: HttpRequest) -> HttpResponse:
+    """An HTML page (the toolbar only shows on HTML) that runs /parallel/'s weave."""
+    parallel(request)
+    return HttpResponse(
+        "<!doctype html><html><head><title>Wove panel</title></head>"
+        f"<body><p>A page that ran a weave.</p>{_OPEN_PANEL}</body></html>"
+    )
+
+
+urlpatterns = [
+    *project_urls,
+    path("toolbar-page/", page),
+    *debug_toolbar_urls(),
+    *staticfiles_urlpatterns(),
+]
