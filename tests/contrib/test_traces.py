@@ -559,7 +559,8 @@ def test_the_package_exports_match_all() -> None:
         if not name.startswith("_") and not isinstance(value, types.ModuleType)
     }
     assert public == set(traces.__all__)
-    assert traces.__all__ == sorted(traces.__all__)
+    # ruff's order: constants first, then classes and functions
+    assert traces.__all__ == sorted(traces.__all__, key=lambda name: (not name.isupper(), name))
 
 
 def test_annotations_that_cannot_be_shown_do_not_break_the_views() -> None:
@@ -584,3 +585,17 @@ def test_annotations_that_cannot_be_shown_do_not_break_the_views() -> None:
     assert w.result.odd == 1
     json.dumps(trace_json(trace))  # no RecursionError, no RuntimeError
     assert "odd" in waterfall_html([trace])
+
+
+def test_detached_work_has_no_response_and_is_not_shown_as_failed_unless_it_failed() -> None:
+    from dataclasses import replace
+
+    from wove.contrib.traces import DETACHED
+
+    done = replace(_trace(path="send after GET /x"), method=DETACHED, status=None)
+    failed = replace(done, id="def456", error="LookupError: gone")
+    page = waterfall_html([done, failed])
+    assert "after the response" in page
+    assert "no response" not in page
+    assert page.count('<tr class="failed">') == 1
+    assert '<span class="status-code s-detached">failed</span>' in page

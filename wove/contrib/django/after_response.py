@@ -34,7 +34,7 @@ from django.http import HttpResponseBase
 
 from wove import InvalidOptionError, WeaveStateError, WoveResult, collecting, weave
 from wove.contrib.traces.forked import fork_reports, send_report
-from wove.contrib.traces.request import ActiveRequest, describe
+from wove.contrib.traces.request import DETACHED, ActiveRequest, describe
 from wove.result import RESERVED_NAMES
 
 from . import conf
@@ -170,7 +170,7 @@ def start_all(pending: PendingWork) -> None:
 
 
 def _begin(label: str) -> ActiveRequest | None:
-    return recorder().begin("DETACH", label) if conf.wove_settings().record else None
+    return recorder().begin(DETACHED, label) if conf.wove_settings().record else None
 
 
 _codes: dict[str, CodeType] = {}

@@ -7,11 +7,12 @@ Nothing here imports a web framework.
 """
 
 from .render import server_timing, trace_json, waterfall_html
-from .request import ActiveRequest, RequestRecorder, RequestTrace
+from .request import DETACHED, ActiveRequest, RequestRecorder, RequestTrace
 from .store import TraceStore
 from .waterfall import waterfall_fragment
 
 __all__ = [
+    "DETACHED",
     "ActiveRequest",
     "RequestRecorder",
     "RequestTrace",

@@ -23,6 +23,10 @@ if TYPE_CHECKING:
     from .store import TraceStore
 
 
+#: The ``method`` of a trace of work detached from a request (it has no response).
+DETACHED = "DETACH"
+
+
 @dataclass(frozen=True, slots=True)
 class RequestTrace:
     """A finished request and the task attempts its weaves ran, oldest first.

@@ -26,7 +26,7 @@ from html import escape
 
 from wove import TraceRecord
 
-from .request import RequestTrace
+from .request import DETACHED, RequestTrace
 from .text import safe_text
 
 _STATUSES = ("ok", "error", "timeout", "cancelled")
@@ -230,8 +230,13 @@ def _by_weave(runs: list[tuple[TraceRecord, ...]]) -> list[list[tuple[TraceRecor
 
 
 def _went_wrong(trace: RequestTrace) -> bool:
-    """Worth a red row: no response or a server error; a retry that recovered is not."""
-    return trace.error is not None or trace.status is None or trace.status >= 500
+    """Worth a red row: no response or a server error; a retry that recovered is not.
+    Detached work has no response by nature: only its error counts."""
+    if trace.error is not None:
+        return True
+    if trace.status is None:
+        return trace.method != DETACHED
+    return trace.status >= 500
 
 
 def plural(number: int, one: str, many: str | None = None) -> str:
@@ -246,6 +251,9 @@ def _nice_step(span: float) -> float:
 
 
 def _status(trace: RequestTrace) -> str:
+    if trace.status is None and trace.method == DETACHED:
+        label = "failed" if trace.error is not None else "after the response"
+        return f'<span class="status-code s-detached">{label}</span>'
     if trace.status is None:
         return '<span class="status-code s-none">no response</span>'
     return f'<span class="status-code s-{trace.status // 100}xx">{trace.status}</span>'
@@ -302,6 +310,7 @@ border-bottom:1px solid var(--grid);white-space:nowrap;vertical-align:middle}
 .status-code{font-weight:600;font-size:.95em}
 .s-2xx{color:#15803d}.s-3xx{color:#1d4ed8}.s-4xx{color:#b45309}
 .s-5xx,.s-none,.request-error{color:var(--error)}
+.s-detached{color:#6b21a8}
 .request-error{margin:.2rem 0 0}
 section.request{border-top:2px solid var(--grid);padding-top:1rem;margin-top:1.75rem}
 .request h2 .method{color:var(--muted);margin-right:.5rem}
