@@ -58,7 +58,9 @@ demo: $(STAMP)
 	$(PY) example_project/manage.py seed
 	$(PY) example_project/manage.py runserver $(DEMO_ADDR) --noreload
 
-bench: $(STAMP)
+# The Django workloads (bench/django) start a throwaway PostgreSQL cluster, so the
+# server programs are installed first, as for `make unit`.
+bench: $(STAMP) postgres
 	$(PY) -m bench
 
 clean:

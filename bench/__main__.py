@@ -129,8 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         except Skipped as reason:
             skipped[workload.name] = str(reason)
     elapsed = time.perf_counter() - started
-    print(table(rows))
-    print()
+    if rows:
+        print(table(rows))
+        print()
     for workload in selected:
         print(f"  {workload.name}: {workload.description}")
     notes = [f"  {row.name}: {row.note}" for row in rows if row.note]
