@@ -810,19 +810,19 @@ class Run:
             status = "cancelled"
         elif error is not None:
             status = "error"
-        record = TraceRecord(
-            weave=self.origin,
-            weave_id=self.id,
-            task=name,
-            index=index,
-            lane=lane,
-            thread=threading.current_thread().name,
-            start=start,
-            end=_perf(),
-            attempt=attempt,
-            status=status,
-            error=None if error is None else f"{type(error).__name__}: {error}",
-            extra=MappingProxyType(dict(extra)) if extra else NO_EXTRA,
+        record = TraceRecord(  # positional: this runs once per traced attempt
+            self.origin,
+            self.id,
+            name,
+            index,
+            lane,
+            threading.current_thread().name,
+            start,
+            _perf(),
+            attempt,
+            status,
+            None if error is None else f"{type(error).__name__}: {error}",
+            MappingProxyType(dict(extra)) if extra else NO_EXTRA,
         )
         for collector in self._collectors:
             try:

@@ -6,6 +6,8 @@ import threading
 from collections.abc import Callable
 
 from django.apps import AppConfig
+from django.db import connections as django_connections
+from django.db.backends.signals import connection_created
 
 import wove
 
@@ -14,6 +16,11 @@ from . import conf, connections, hints, queries
 _lock = threading.Lock()
 _removers: list[Callable[[], None]] = []
 _forked_hook_added = False
+_DISPATCH_UID = "wove.contrib.django.queries"
+
+
+def _stop_installing() -> None:
+    connection_created.disconnect(dispatch_uid=_DISPATCH_UID)
 
 
 class WoveConfig(AppConfig):
@@ -54,6 +61,10 @@ def install() -> None:
             _removers.append(
                 wove.add_thread_call_wrapper(queries.count_queries, caller_thread=True)
             )
+            connection_created.connect(queries.install_on, dispatch_uid=_DISPATCH_UID)
+            _removers.append(_stop_installing)
+            for connection in django_connections.all(initialized_only=True):
+                queries.install_on(None, connection)  # opened before the app was ready
         _removers.append(wove.add_error_hint(hints.orm_lane_hint))
         current = wove.settings().thread_sensitive
         if options.atomic == "thread_sensitive":

@@ -37,14 +37,23 @@ def server_timing(trace: RequestTrace, max_entries: int = 20) -> str:
     if not trace.records:
         return ""
     runs = trace.task_runs()
-    shown = sorted(runs, key=_span, reverse=True)[: max_entries - 1]
-    shown.sort(key=lambda run: run[0].start)
+    spans = [(_span(run), position, run) for position, run in enumerate(runs)]
+    if len(spans) >= max_entries:  # keep the longest, shown in start order
+        spans = sorted(spans, key=lambda entry: entry[0], reverse=True)[: max_entries - 1]
+        spans.sort(key=lambda entry: entry[1])
     weaves = len({r.weave_id for r in trace.records})
     summary = f"{plural(len(runs), 'task')}, {plural(weaves, 'weave')}"
-    if len(shown) < len(runs):
-        summary += f", {len(shown)} shown"
+    if len(spans) < len(runs):
+        summary += f", {len(spans)} shown"
     entries = [_entry("wove", trace.weave_time, summary)]
-    entries += [_entry(f"wove.{_token(run[0].task)}", _span(run), _describe(run)) for run in shown]
+    for span, _, run in spans:
+        first = run[0]
+        if len(run) == 1 and first.index is None and first.status == "ok":
+            name = first.task  # the common case, inline: one plain successful attempt
+            if name.isascii() and name.isidentifier() and len(name) <= _DESC_LIMIT:
+                entries.append(f'wove.{name};dur={span * 1000:.1f};desc="{name}"')
+                continue
+        entries.append(_entry(f"wove.{_token(first.task)}", span, _describe(run)))
     return ", ".join(entries)
 
 
@@ -105,11 +114,15 @@ def _entry(name: str, seconds: float, desc: str) -> str:
 
 
 def _span(run: tuple[TraceRecord, ...]) -> float:
+    if len(run) == 1:
+        return run[0].end - run[0].start
     return max(r.end for r in run) - min(r.start for r in run)
 
 
 def _describe(run: tuple[TraceRecord, ...]) -> str:
     """The task's own name (the metric name had to be sanitized) and what the dur hides."""
+    if len(run) == 1 and run[0].index is None:  # the common case: one plain attempt
+        return run[0].task if run[0].status == "ok" else f"{run[0].task} ({run[0].status})"
     finals: dict[int | None, TraceRecord] = {}
     for record in run:  # a retried item counts by its last attempt: it may have recovered
         if record.index not in finals or record.attempt > finals[record.index].attempt:
@@ -124,13 +137,17 @@ def _describe(run: tuple[TraceRecord, ...]) -> str:
 
 
 def _token(name: str) -> str:
+    if name.isascii() and name.isidentifier():  # letters, digits and "_": all tchars
+        return name
     return "".join(c if c in _TOKEN_CHARS else "_" for c in name) or "task"
 
 
 def _quoted(text: str) -> str:
     """Content of a quoted-string: printable ASCII only (header values must survive
     latin-1 encoding in every server), with backslash and quote escaped."""
-    text = "".join(c if " " <= c <= "~" else "?" for c in text[:_DESC_LIMIT])
+    text = text[:_DESC_LIMIT]
+    if not (text.isascii() and text.isprintable()):
+        text = "".join(c if " " <= c <= "~" else "?" for c in text)
     return text.replace("\\", "\\\\").replace('"', '\\"')
 
 

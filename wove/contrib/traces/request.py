@@ -9,6 +9,8 @@ any asyncio task it creates; weaves started elsewhere are not this request's.
 
 from __future__ import annotations
 
+import itertools
+import operator
 import secrets
 import threading
 import time
@@ -67,8 +69,14 @@ class RequestTrace:
         another weave's task, or two weaves run concurrently, are not counted twice;
         for weaves run one after another it is their sum.
         """
+        records = self.records
+        if not records:
+            return 0.0
+        only = records[0].weave_id
+        if all(r.weave_id == only for r in records):  # the common case: one weave run
+            return max(r.end for r in records) - min(r.start for r in records)
         spans: dict[int, tuple[float, float]] = {}
-        for r in self.records:
+        for r in records:
             first, last = spans.get(r.weave_id, (r.start, r.end))
             spans[r.weave_id] = (min(first, r.start), max(last, r.end))
         total, reached = 0.0, float("-inf")
@@ -105,7 +113,7 @@ class ActiveRequest:
     """
 
     def __init__(self, method: str, path: str, store: TraceStore | None, keep_empty: bool) -> None:
-        self.id = secrets.token_hex(6)
+        self.id = f"{_ID_PREFIX}{next(_ids):06x}"
         self.method = method
         self.path = path
         self.started_at = time.time()
@@ -167,7 +175,7 @@ class ActiveRequest:
             started_at=self.started_at,
             start=self.start,
             duration=time.perf_counter() - self.start,
-            records=tuple(sorted(records, key=_order)),
+            records=tuple(sorted(records, key=_start)),  # stable: ties keep arrival order
             error=error,
         )
 
@@ -212,5 +220,8 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
-def _order(record: TraceRecord) -> tuple[float, str, int, int]:
-    return (record.start, record.task, -1 if record.index is None else record.index, record.attempt)
+_start = operator.attrgetter("start")
+# Trace ids: unique in this process and not guessable across processes; a counter, as
+# one is made per request.
+_ID_PREFIX = secrets.token_hex(3)
+_ids = itertools.count(1)
