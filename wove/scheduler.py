@@ -804,11 +804,13 @@ class Run:
         if not self._collectors:
             return
         status: Status = "ok"
-        if isinstance(error, TaskTimeout):
+        if error is None:
+            pass
+        elif isinstance(error, TaskTimeout):
             status = "timeout"
         elif isinstance(error, asyncio.CancelledError):
             status = "cancelled"
-        elif error is not None:
+        else:
             status = "error"
         record = TraceRecord(  # positional: this runs once per traced attempt
             self.origin,

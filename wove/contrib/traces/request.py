@@ -120,15 +120,20 @@ class ActiveRequest:
         self.start = time.perf_counter()
         self._store = store
         self._keep_empty = keep_empty
-        self._records: list[TraceRecord] = []
+        self._records: list[TraceRecord] | None = []  # None once finished
         self._lock = threading.Lock()
         self._trace: RequestTrace | None = None
 
     def collect(self, record: TraceRecord) -> None:
-        """The collector: called by weaves, possibly from worker threads, once per attempt."""
-        with self._lock:
-            if self._trace is None:
-                self._records.append(record)
+        """The collector: called by weaves, possibly from worker threads, once per attempt.
+
+        No lock: ``list.append`` is atomic, and :meth:`finish` swaps the list out before
+        reading it, so a record that races with it lands in the old list and is dropped,
+        as any record arriving after the finish is.
+        """
+        records = self._records
+        if records is not None:
+            records.append(record)
 
     @property
     def finished(self) -> bool:
@@ -145,9 +150,7 @@ class ActiveRequest:
         For an ASGI adapter that must send ``Server-Timing`` with the response headers,
         before a streamed body (which may still run weaves) is over.
         """
-        with self._lock:
-            records = tuple(self._records)
-        return self._build(status, None, records)
+        return self._build(status, None, tuple(self._records or ()))
 
     def finish(self, status: int | None, error: str | None = None) -> RequestTrace:
         """Freeze the trace, store it (unless it ran no weave, did not fail, and empties
@@ -158,8 +161,8 @@ class ActiveRequest:
                     f"request trace {self.id} ({self.method} {self.path}) is already "
                     "finished; call finish() once, or let the recording block finish it"
                 )
-            trace = self._trace = self._build(status, error, tuple(self._records))
-            self._records = []
+            records, self._records = self._records or [], None
+            trace = self._trace = self._build(status, error, tuple(records))
         if self._store is not None and (trace.records or trace.error or self._keep_empty):
             self._store.add(trace)
         return trace
