@@ -463,13 +463,17 @@ def serial_thread() -> SerialThread:
 
 def block_current_thread() -> LoopThread | SerialThread | None:
     """Mark this thread blocked if it is one of Wove's loop or thread-sensitive threads."""
-    ident = threading.get_ident()
     with _lock:
-        candidates: list[LoopThread | SerialThread] = [*_loops, *_serials]
-        for dedicated in candidates:
-            if dedicated.thread.ident == ident:
-                dedicated.blocked += 1
-                return dedicated
+        return _block_dedicated(threading.get_ident())
+
+
+def _block_dedicated(ident: int) -> LoopThread | SerialThread | None:
+    """With ``_lock`` held: mark Wove's dedicated thread ``ident`` blocked, if it is one."""
+    candidates: list[LoopThread | SerialThread] = [*_loops, *_serials]
+    for dedicated in candidates:
+        if dedicated.thread.ident == ident:
+            dedicated.blocked += 1
+            return dedicated
     return None
 
 
@@ -489,11 +493,9 @@ _foreign = ForeignThread()
 def block_thread(ident: int) -> LoopThread | SerialThread | ForeignThread:
     """Mark the thread ``ident`` blocked (by a call abandoned at its timeout)."""
     with _lock:
-        candidates: list[LoopThread | SerialThread] = [*_loops, *_serials]
-        for dedicated in candidates:
-            if dedicated.thread.ident == ident:
-                dedicated.blocked += 1
-                return dedicated
+        dedicated = _block_dedicated(ident)
+        if dedicated is not None:
+            return dedicated
         _foreign.blocked += 1
         return _foreign
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from servers import manage
+
 CHROMIUM = "/usr/bin/chromium"  # Debian's package; `make unit` installs it when missing
 PROJECT_DIR = Path(__file__).resolve().parent  # holds manage.py
 
@@ -121,22 +123,6 @@ def dev_server(
         server.stop()
         raise
     return server
-
-
-def manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    """``manage.py *args`` of the test project; raises with its output if it fails."""
-    done = subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=PROJECT_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
-    return done
 
 
 def _wait_until_ready(server: DevServer, seconds: float) -> None:

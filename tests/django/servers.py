@@ -196,8 +196,8 @@ def _wait_until_ready(server: Server, seconds: float) -> None:
 # --- the test project's database and users ---------------------------------------------
 
 
-def manage(env: dict[str, str], *args: str) -> str:
-    """Run the test project's ``manage.py`` with ``env``; its output, or a failure."""
+def manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the test project's ``manage.py`` with ``env``; what it printed, or a failure."""
     done = subprocess.run(
         [sys.executable, "manage.py", *args],
         cwd=PROJECT_DIR,
@@ -209,7 +209,7 @@ def manage(env: dict[str, str], *args: str) -> str:
     )
     if done.returncode != 0:
         raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
-    return done.stdout
+    return done
 
 
 def migrate(database_url: str) -> None:

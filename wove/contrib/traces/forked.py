@@ -150,20 +150,7 @@ def send_report(
 
 
 def _record_fields(record: TraceRecord) -> dict[str, Any]:
-    return {
-        "weave": record.weave,
-        "weave_id": record.weave_id,
-        "task": record.task,
-        "index": record.index,
-        "lane": record.lane,
-        "thread": record.thread,
-        "start": record.start,
-        "end": record.end,
-        "attempt": record.attempt,
-        "status": record.status,
-        "error": record.error,
-        "extra": dict(record.extra),
-    }
+    return {**record._asdict(), "extra": dict(record.extra)}
 
 
 def _receive(connection: socket.socket) -> dict[str, Any]:
