@@ -10,6 +10,7 @@ urlpatterns = [
     path("sensitive/", views.sensitive),
     path("detach/", views.detach_view),
     path("detach-raises/", views.detach_then_raise),
+    path("detach-raises-async/", views.detach_then_raise_async),
     path("detach-decorated/", views.detach_decorated),
     path("detach-task/", views.detach_task),
     path("detach-fails/", views.detach_fails),

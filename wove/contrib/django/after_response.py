@@ -24,6 +24,7 @@ import contextlib
 import contextvars
 import keyword
 import logging
+import threading
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -66,8 +67,10 @@ class PendingWork:
     path: str
     items: list[DetachedWork] = field(default_factory=list)
     dropped_because: str | None = None
+    over: bool = False  # its work was started (or dropped): nothing registered now runs
 
 
+_registering = threading.Lock()  # detach() against the start: no item left behind
 _pending: contextvars.ContextVar[PendingWork | None] = contextvars.ContextVar(
     "wove_detach_pending", default=None
 )
@@ -119,7 +122,15 @@ def detach(function: Any = None, /, *args: Any, mode: Any = None, **kwargs: Any)
         )
     if chosen != "tasks" and not callable(function):
         raise InvalidOptionError(f"detach() needs a function to call, got {function!r}")
-    pending.items.append(DetachedWork(function, args, kwargs, chosen))
+    with _registering:
+        if pending.over:
+            raise WeaveStateError(
+                f"detach() was called after the response of {pending.method} {pending.path} "
+                "was sent (by work that outlived the request, such as a background weave the "
+                "view started), so nothing would start it; run the work there directly, or "
+                "use `with weave(background=True)`"
+            )
+        pending.items.append(DetachedWork(function, args, kwargs, chosen))
     return function
 
 
@@ -137,6 +148,9 @@ def close_pending(token: contextvars.Token[Any]) -> None:
 
 def start_after(response: HttpResponseBase, pending: PendingWork) -> None:
     """Start ``pending``'s work when the server closes ``response`` (after sending it)."""
+    with _registering:
+        if not pending.items or pending.dropped_because is not None:
+            pending.over = True
     if not pending.items:
         return
     if pending.dropped_because is not None:
@@ -161,7 +175,9 @@ def start_after(response: HttpResponseBase, pending: PendingWork) -> None:
 
 
 def start_all(pending: PendingWork) -> None:
-    items, pending.items = pending.items, []
+    with _registering:
+        pending.over = True
+        items, pending.items = pending.items, []
     for item in items:
         try:
             _START[item.mode](item, f"{item.name} after {pending.method} {pending.path}")
@@ -210,26 +226,26 @@ def _start_thread(item: DetachedWork, label: str) -> None:
 
 
 def _start_fork(item: DetachedWork, label: str) -> None:
-    active = _begin(label)
-    reports = fork_reports() if active is not None else None
-    address = reports.expect(active) if reports is not None and active is not None else None
+    recorded = _begin(label)
+    # Not recorded: the report channel still brings the child's error to this log.
+    active = recorded if recorded is not None else ActiveRequest(DETACHED, label, None, False)
+    reports = fork_reports()
+    address = reports.expect(active)
 
     def on_done(result: WoveResult) -> None:  # runs in the child
         error = result.exception
-        if address is not None and active is not None:
-            text = None if error is None else describe(error)
-            trace = "" if error is None else "".join(traceback.format_exception(error))
-            send_report(address, active, text, trace)
+        text = None if error is None else describe(error)
+        trace = "" if error is None else "".join(traceback.format_exception(error))
+        send_report(address, active, text, trace)
 
     try:
         with (
-            collecting(active.collect) if active is not None else contextlib.nullcontext(),
+            collecting(active.collect) if recorded is not None else contextlib.nullcontext(),
             weave(background=True, fork=True, on_done=on_done) as w,
         ):
             w.do(_call(item))
     except Exception as exc:
-        if reports is not None and active is not None:
-            reports.abandon(active, describe(exc))
+        reports.abandon(active, describe(exc))
         raise
 
 

@@ -16,6 +16,7 @@ from . import conf, connections, hints, queries
 _lock = threading.Lock()
 _removers: list[Callable[[], None]] = []
 _forked_hook_added = False
+_max_threads_set: tuple[int, int] | None = None  # (the bound before, the one the app set)
 _DISPATCH_UID = "wove.contrib.django.queries"
 
 
@@ -42,7 +43,7 @@ def install() -> None:
     transaction rule for thread-sensitive defaults, the ORM advice on async tasks, and
     the forked-child hook that forgets inherited connections.
     """
-    global _forked_hook_added
+    global _forked_hook_added, _max_threads_set
     with _lock:
         for remove in _removers:
             remove()
@@ -72,7 +73,16 @@ def install() -> None:
         elif current is connections.in_transaction:
             wove.configure(thread_sensitive=False)
         if options.max_threads is not None:
+            before = wove.settings().max_threads
+            if _max_threads_set is not None:
+                before = _max_threads_set[0]
             wove.configure(max_threads=options.max_threads)
+            _max_threads_set = (before, options.max_threads)
+        elif _max_threads_set is not None:
+            before, applied = _max_threads_set
+            _max_threads_set = None
+            if wove.settings().max_threads == applied:  # not changed by the project since
+                wove.configure(max_threads=before)
         if not _forked_hook_added:
             wove.at_detached_child(connections.forget_inherited_connections)
             _forked_hook_added = True

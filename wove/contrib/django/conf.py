@@ -9,6 +9,7 @@ sync tasks inside a transaction kept on the request's thread.
 from __future__ import annotations
 
 import difflib
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -63,14 +64,21 @@ class WoveSettings:
 
 
 _loaded: WoveSettings | None = None
+_generation = 0  # bumped by each reload: a load that started before one is not kept
+_loaded_lock = threading.Lock()
 
 
 def wove_settings() -> WoveSettings:
     """The settings now in force (loaded on first use; a bad value raises here)."""
     global _loaded
-    if _loaded is None:
-        _loaded = load(getattr(django_settings, "WOVE", {}), debug=bool(django_settings.DEBUG))
-    return _loaded
+    loaded = _loaded
+    if loaded is None:
+        generation = _generation
+        loaded = load(getattr(django_settings, "WOVE", {}), debug=bool(django_settings.DEBUG))
+        with _loaded_lock:
+            if generation == _generation:
+                _loaded = loaded
+    return loaded
 
 
 def load(raw: object, *, debug: bool) -> WoveSettings:
@@ -156,9 +164,11 @@ def _access(value: object) -> Callable[[HttpRequest], bool]:
 
 
 def _reload(*, setting: str, **_: object) -> None:
-    global _loaded
+    global _loaded, _generation
     if setting in ("WOVE", "DEBUG"):
-        _loaded = None
+        with _loaded_lock:
+            _generation += 1
+            _loaded = None
         for listener in _listeners:
             listener()
 

@@ -144,3 +144,8 @@ def in_atomic(request: HttpRequest) -> JsonResponse:
                 return "pool"
 
     return JsonResponse({"seen": w.result["default_lane"]})
+
+
+async def detach_then_raise_async(request: HttpRequest) -> HttpResponse:
+    detach(_write_marker, request.GET["marker"], 0.0)
+    raise RuntimeError("the async view failed after detaching")
