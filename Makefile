@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint types unit demo bench venv clean postgres chromium
+.PHONY: test lint types unit demo demo-starlette bench venv clean postgres chromium
 
 venv: $(STAMP)
 
@@ -57,6 +57,19 @@ demo: $(STAMP)
 	$(PY) example_project/manage.py migrate --noinput --verbosity 0
 	$(PY) example_project/manage.py seed
 	$(PY) example_project/manage.py runserver $(DEMO_ADDR) --noreload
+
+# The same bookshop on Starlette (example_project/starlette_app.py, docs/starlette.md),
+# served by uvicorn; its SQLite file is made and seeded at startup. Ctrl-C stops it.
+STARLETTE_HOST ?= 127.0.0.1
+STARLETTE_PORT ?= 8001
+demo-starlette: $(STAMP)
+	@echo "Bookshop (Starlette) on http://$(STARLETTE_HOST):$(STARLETTE_PORT)/"
+	@echo "  /authors/charles-dickens               the author page, with Wove"
+	@echo "  /authors/charles-dickens?sequential=1  the same steps one after the other"
+	@echo "  POST /authors/charles-dickens/order?mode=background|fork  detaches the receipt"
+	@echo "  /wove/                                 the trace pages"
+	$(VENV)/bin/uvicorn starlette_app:app --app-dir example_project \
+		--host $(STARLETTE_HOST) --port $(STARLETTE_PORT) --no-access-log
 
 # The Django workloads (bench/django) start a throwaway PostgreSQL cluster, so the
 # server programs are installed first, as for `make unit`.

@@ -1,0 +1,130 @@
+"""``detach()`` in process: after the last body message, on Wove's pool or the loop,
+traced as its own entry, errors logged and traced, dropped when the endpoint raises."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+import starlette_testapp
+from conftest import client, run, watching
+from starlette.applications import Starlette
+
+from wove import InvalidOptionError, WeaveStateError
+from wove.contrib.starlette import detach
+from wove.contrib.traces import DETACHED, TraceStore
+
+
+def store_of(app: Starlette) -> TraceStore:
+    store: TraceStore = app.state.wove_traces
+    return store
+
+
+def get(app: Starlette, path: str, **params: Any) -> Any:
+    async def main() -> Any:
+        async with client(watching(app, starlette_testapp.ran)) as c:
+            return await c.get(path, params=params)
+
+    return run(main())
+
+
+def test_detached_work_runs_after_the_response_was_sent() -> None:
+    app = starlette_testapp.build()
+    reply = get(app, "/detach", kind="note")
+    assert reply.text == "sent"
+    ran = starlette_testapp.ran
+    assert [name for name, _ in ran] == ["body sent", "sync note", "async note"]
+    assert ran[1][1].startswith("wove-")  # a sync function: Wove's pool, not anyio's
+    detached = [t for t in store_of(app).recent() if t.method == DETACHED]
+    assert sorted(t.path for t in detached) == [
+        "note after GET /detach",
+        "note_async after GET /detach",
+    ]
+    for trace in detached:
+        assert trace.error is None
+        assert [r.task for r in trace.records] == [trace.path.split()[0]]  # named after it
+
+
+def test_a_weave_class_detached_runs_its_tasks_traced() -> None:
+    app = starlette_testapp.build()
+    get(app, "/detach", kind="weave")
+    assert [name for name, _ in starlette_testapp.ran] == [
+        "body sent",
+        "counted A1",
+        "ordered 3",
+    ]
+    (trace,) = [t for t in store_of(app).recent() if t.method == DETACHED]
+    assert trace.path == "Restock after GET /detach"
+    assert [r.task for r in trace.records] == ["counted", "ordered"]
+
+
+def test_detach_as_a_decorator() -> None:
+    app = starlette_testapp.build()
+    get(app, "/detach", kind="decorator")
+    assert [name for name, _ in starlette_testapp.ran] == ["body sent", "decorated"]
+
+
+def test_a_failure_is_logged_and_traced(caplog: pytest.LogCaptureFixture) -> None:
+    app = starlette_testapp.build()
+    with caplog.at_level(logging.ERROR, logger="wove"):
+        reply = get(app, "/detach", kind="fail")
+    assert reply.status_code == 200
+    (record,) = [r for r in caplog.records if "detached work" in r.getMessage()]
+    assert record.getMessage() == "wove: detached work fail after GET /detach failed"
+    assert record.exc_info is not None
+    (trace,) = [t for t in store_of(app).recent() if t.method == DETACHED]
+    assert trace.error == "ValueError: broken on purpose"
+    assert [(r.task, r.status) for r in trace.records] == [("fail", "error")]
+
+
+def test_work_of_an_endpoint_that_raised_is_dropped(caplog: pytest.LogCaptureFixture) -> None:
+    app = starlette_testapp.build()
+    with caplog.at_level(logging.WARNING, logger="wove"):
+        reply = get(app, "/detach-then-raise")
+    assert reply.status_code == 500
+    assert starlette_testapp.ran == [("body sent", "")]  # the 500 page, and nothing else
+    messages = [r.getMessage() for r in caplog.records]
+    assert (
+        "wove: detached work note of GET /detach-then-raise was not started: "
+        "the endpoint raised RuntimeError" in messages
+    )
+
+
+def test_without_recording_detached_work_still_runs() -> None:
+    app = starlette_testapp.build(record=False, keep_empty_traces=True)
+    get(app, "/detach", kind="note")
+    assert [name for name, _ in starlette_testapp.ran] == ["body sent", "sync note", "async note"]
+    assert store_of(app).recent() == []
+
+
+def test_detach_outside_a_request_says_what_to_add() -> None:
+    with pytest.raises(WeaveStateError, match="WoveMiddleware"):
+        detach(print, "x")
+
+
+def test_detach_refuses_bad_calls() -> None:
+    app = starlette_testapp.build()
+    errors: list[BaseException] = []
+
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse, Response
+    from starlette.routing import Route
+
+    async def misuse(request: Request) -> Response:
+        for attempt in (
+            lambda: detach(print, mode="thread"),
+            lambda: detach("not callable"),
+            lambda: detach(mode="fork", extra=1),
+            lambda: detach(starlette_testapp.Restock, "positional"),
+        ):
+            try:
+                attempt()
+            except InvalidOptionError as exc:
+                errors.append(exc)
+        return PlainTextResponse("ok")
+
+    app.router.routes.append(Route("/misuse", misuse))
+    get(app, "/misuse")
+    assert len(errors) == 4
+    assert "must be one of 'background', 'fork'" in str(errors[0])

@@ -1,0 +1,246 @@
+"""``detach``: work an endpoint registers to start once its response has been sent.
+
+The middleware gives each request a list of pending work (a contextvar, so it is seen
+from async endpoints, from sync endpoints on anyio's worker threads, and from the task
+an outer ``BaseHTTPMiddleware`` runs the app in). Once the last body message has gone
+to the server, and the app (with its own background tasks) has returned, it starts the
+work. Modes:
+
+- ``"background"``: in this process, in the request's task, as a Starlette background
+  task is: a weave of one task, so a sync function runs on Wove's pool (never on
+  anyio's thread limiter) and an async one on the event loop. Gone if the process stops.
+- ``"fork"``: a detached child process (the core's double fork); the child sends its
+  trace and error back to this process.
+
+A function, or a :class:`wove.Weave` class (its tasks are then the detached weave's
+tasks, each traced). Errors are logged (logger ``"wove"``) and filed in the trace store
+as a separate trace named after the work and the request that detached it. If the
+endpoint raises, the work it registered is dropped (and logged).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import keyword
+import logging
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import CodeType, FunctionType
+from typing import Any, TypeGuard, TypeVar, overload
+
+from wove import InvalidOptionError, Weave, WeaveStateError, WoveResult, collecting, weave
+from wove.contrib.traces import DETACHED, ActiveRequest, RequestRecorder
+from wove.contrib.traces.forked import fork_reports, send_report
+from wove.contrib.traces.request import describe
+from wove.result import RESERVED_NAMES
+from wove.task_spec import is_async_callable
+
+from .conf import DETACH_MODES, DetachMode
+
+logger = logging.getLogger("wove")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True, slots=True)
+class DetachedWork:
+    function: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    mode: DetachMode
+
+    @property
+    def name(self) -> str:
+        return getattr(self.function, "__qualname__", None) or repr(self.function)
+
+
+@dataclass(slots=True)
+class PendingWork:
+    """What one request's endpoint registered; the middleware starts it."""
+
+    method: str
+    path: str
+    recorder: RequestRecorder | None  # None: recording is off
+    default_mode: DetachMode
+    items: list[DetachedWork] = field(default_factory=list)
+    dropped_because: str | None = None
+
+
+_pending: contextvars.ContextVar[PendingWork | None] = contextvars.ContextVar(
+    "wove_starlette_detach_pending", default=None
+)
+
+
+@overload
+def detach(function: F, /, *args: Any, mode: DetachMode | None = ..., **kwargs: Any) -> F: ...
+@overload
+def detach(*, mode: DetachMode | None = ...) -> Callable[[F], F]: ...
+def detach(function: Any = None, /, *args: Any, mode: Any = None, **kwargs: Any) -> Any:
+    """Run ``function(*args, **kwargs)`` after this request's response has been sent.
+
+    As a call: ``detach(send_receipt, order_id)``; ``function`` may be sync or async,
+    or a :class:`wove.Weave` class (run as ``weave(cls, **kwargs)``). As a decorator,
+    inside the endpoint: ``@detach`` or ``@detach(mode="fork")`` above a ``def``
+    registers it (with no arguments) and leaves the name bound to the function.
+    ``mode`` defaults to the middleware's ``detach_mode`` (``"background"``). Needs
+    :class:`~wove.contrib.starlette.WoveMiddleware`.
+    """
+    if function is None:
+        if args or kwargs:
+            raise InvalidOptionError(
+                "detach() got arguments but no function; call detach(function, *args) "
+                "or use @detach / @detach(mode=...) as a decorator"
+            )
+        return lambda decorated: detach(decorated, mode=mode)
+    pending = _pending.get()
+    if pending is None:
+        raise WeaveStateError(
+            "detach() runs work after a request's response, so it must be called while "
+            "a request handled by WoveMiddleware is in progress; add "
+            "Middleware(wove.contrib.starlette.WoveMiddleware) to the app's middleware, "
+            "or outside a request use `with weave(background=True)`"
+        )
+    chosen = pending.default_mode if mode is None else mode
+    if chosen not in DETACH_MODES:
+        raise InvalidOptionError(
+            f"detach mode must be one of {', '.join(map(repr, DETACH_MODES))}, got {chosen!r}"
+        )
+    if not callable(function):
+        raise InvalidOptionError(f"detach() needs a function to call, got {function!r}")
+    if _is_template(function) and args:
+        raise InvalidOptionError(
+            f"detach({function.__name__}, ...) runs a Weave class with keyword data only; "
+            "pass its inputs as keywords"
+        )
+    pending.items.append(DetachedWork(function, args, kwargs, chosen))
+    return function
+
+
+def current_pending() -> PendingWork | None:
+    """The request's pending work, while the middleware handles a request."""
+    return _pending.get()
+
+
+# --- the middleware's side ----------------------------------------------------------------
+
+
+def open_pending(
+    method: str, path: str, recorder: RequestRecorder | None, mode: DetachMode
+) -> tuple[PendingWork, contextvars.Token[Any]]:
+    pending = PendingWork(method, path, recorder, mode)
+    return pending, _pending.set(pending)
+
+
+def close_pending(token: contextvars.Token[Any]) -> None:
+    _pending.reset(token)
+
+
+def drop(pending: PendingWork, reason: str) -> None:
+    """The endpoint raised: drop the work it detached (it may rely on what failed)."""
+    items, pending.items = pending.items, []
+    pending.dropped_because = reason
+    for item in items:
+        logger.warning(
+            "wove: detached work %s of %s %s was not started: %s",
+            item.name,
+            pending.method,
+            pending.path,
+            reason,
+        )
+
+
+async def run_all(pending: PendingWork) -> None:
+    """Start (fork) or run (background) everything ``pending`` holds, one after another;
+    one item failing does not stop the next."""
+    items, pending.items = pending.items, []
+    for item in items:
+        label = f"{item.name} after {pending.method} {pending.path}"
+        active = pending.recorder.begin(DETACHED, label) if pending.recorder else None
+        try:
+            if item.mode == "fork":
+                _start_fork(item, label, active)
+            else:
+                await _run_here(item, label, active)
+        except Exception:
+            logger.exception("wove: detached work %s could not be started", label)
+
+
+async def _run_here(item: DetachedWork, label: str, active: ActiveRequest | None) -> None:
+    error: BaseException | None = None
+    try:
+        with collecting(active.collect) if active is not None else contextlib.nullcontext():
+            if _is_template(item.function):
+                async with weave(item.function, **item.kwargs):
+                    pass
+            else:
+                async with weave() as w:
+                    w.do(_call(item))
+    except Exception as exc:
+        error = exc
+        logger.error("wove: detached work %s failed", label, exc_info=exc)
+    if active is not None:
+        active.finish(None, error=None if error is None else describe(error))
+
+
+def _start_fork(item: DetachedWork, label: str, active: ActiveRequest | None) -> None:
+    reports = fork_reports() if active is not None else None
+    address = reports.expect(active) if reports is not None and active is not None else None
+
+    def on_done(result: WoveResult) -> None:  # runs in the child
+        error = result.exception
+        if address is not None and active is not None:
+            text = None if error is None else describe(error)
+            trace = "" if error is None else "".join(traceback.format_exception(error))
+            send_report(address, active, text, trace)
+
+    try:
+        with collecting(active.collect) if active is not None else contextlib.nullcontext():
+            if _is_template(item.function):
+                with weave(
+                    item.function, background=True, fork=True, on_done=on_done, **item.kwargs
+                ):
+                    pass
+            else:
+                with weave(background=True, fork=True, on_done=on_done) as w:
+                    w.do(_call(item))
+    except Exception as exc:
+        if reports is not None and active is not None:
+            reports.abandon(active, describe(exc))
+        raise
+
+
+def _is_template(function: object) -> TypeGuard[type[Weave]]:
+    return isinstance(function, type) and issubclass(function, Weave)
+
+
+_codes: dict[tuple[str, bool], CodeType] = {}
+
+
+def _call(item: DetachedWork) -> Callable[..., Any]:
+    """The one task of the detached weave, named after the function when it can be (so
+    the trace shows ``send_receipt``, not a wrapper), sync or async as the function is."""
+    function, args, kwargs = item.function, item.args, item.kwargs
+    is_async = is_async_callable(function)
+    wrapper: Callable[..., Any]
+    if is_async:
+
+        async def detached_async() -> Any:
+            return await function(*args, **kwargs)
+
+        wrapper = detached_async
+    else:
+
+        def detached() -> Any:
+            return function(*args, **kwargs)
+
+        wrapper = detached
+    name = getattr(function, "__name__", "")
+    if not name.isidentifier() or keyword.iskeyword(name) or name in RESERVED_NAMES:
+        return wrapper
+    code = _codes.get((name, is_async))
+    if code is None:
+        renamed = wrapper.__code__.replace(co_name=name, co_qualname=name)
+        code = _codes.setdefault((name, is_async), renamed)
+    return FunctionType(code, wrapper.__globals__, name, None, wrapper.__closure__)
