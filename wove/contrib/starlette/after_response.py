@@ -66,6 +66,7 @@ class PendingWork:
     default_mode: DetachMode
     items: list[DetachedWork] = field(default_factory=list)
     dropped_because: str | None = None
+    closed: bool = False  # the app returned: what detach() adds now would never run
 
 
 _pending: contextvars.ContextVar[PendingWork | None] = contextvars.ContextVar(
@@ -102,6 +103,12 @@ def detach(function: Any = None, /, *args: Any, mode: Any = None, **kwargs: Any)
             "Middleware(wove.contrib.starlette.WoveMiddleware) to the app's middleware, "
             "or outside a request use `with weave(background=True)`"
         )
+    if pending.closed:
+        raise WeaveStateError(
+            f"detach() was called after {pending.method} {pending.path} was over (from a "
+            "task that outlived the request?); its detached work has already been started, "
+            "so this would never run; use `with weave(background=True)` instead"
+        )
     chosen = pending.default_mode if mode is None else mode
     if chosen not in DETACH_MODES:
         raise InvalidOptionError(
@@ -133,7 +140,8 @@ def open_pending(
     return pending, _pending.set(pending)
 
 
-def close_pending(token: contextvars.Token[Any]) -> None:
+def close_pending(token: contextvars.Token[Any], pending: PendingWork) -> None:
+    pending.closed = True
     _pending.reset(token)
 
 
@@ -155,7 +163,7 @@ async def run_all(pending: PendingWork) -> None:
     """Start (fork) or run (background) everything ``pending`` holds, one after another;
     one item failing does not stop the next."""
     items, pending.items = pending.items, []
-    for item in items:
+    for position, item in enumerate(items):
         label = f"{item.name} after {pending.method} {pending.path}"
         active = pending.recorder.begin(DETACHED, label) if pending.recorder else None
         try:
@@ -165,6 +173,10 @@ async def run_all(pending: PendingWork) -> None:
                 await _run_here(item, label, active)
         except Exception:
             logger.exception("wove: detached work %s could not be started", label)
+        except BaseException as exc:  # cancelled: say what will not run
+            pending.items = items[position + 1 :]
+            drop(pending, f"the request's task was stopped ({type(exc).__name__})")
+            raise
 
 
 async def _run_here(item: DetachedWork, label: str, active: ActiveRequest | None) -> None:
@@ -180,6 +192,11 @@ async def _run_here(item: DetachedWork, label: str, active: ActiveRequest | None
     except Exception as exc:
         error = exc
         logger.error("wove: detached work %s failed", label, exc_info=exc)
+    except BaseException as exc:  # cancelled (a server's shutdown): file it, then stop
+        logger.warning("wove: detached work %s was stopped: %s", label, describe(exc))
+        if active is not None:
+            active.finish(None, error=describe(exc))
+        raise
     if active is not None:
         active.finish(None, error=None if error is None else describe(error))
 

@@ -221,7 +221,7 @@ class WoveMiddleware:
             after_response.drop(pending, f"the endpoint raised {type(exc).__name__}")
             raise
         finally:
-            after_response.close_pending(token)
+            after_response.close_pending(token, pending)
         if active is not None and not active.finished:  # no final body message was sent
             scope["wove.trace"] = active.finish(status)
         if pending.items:
@@ -246,7 +246,7 @@ def _route_path(scope: Scope) -> str:
     """The path within the app (without the ``root_path`` it is mounted under)."""
     path: str = scope["path"]
     root: str = scope.get("root_path", "")
-    if root and path.startswith(root):
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("", "/"):
         return path[len(root) :] or "/"
     return path
 
