@@ -22,21 +22,17 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import keyword
 import logging
 import threading
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import CodeType, FunctionType
 from typing import Any, TypeVar, overload
 
 from django.http import HttpResponseBase
 
 from wove import InvalidOptionError, WeaveStateError, WoveResult, collecting, weave
-from wove.contrib.traces.forked import fork_reports, send_report
+from wove.contrib.traces.detached import detached_task, run_forked
 from wove.contrib.traces.request import DETACHED, ActiveRequest, describe
-from wove.result import RESERVED_NAMES
 
 from . import conf
 from .recording import recorder
@@ -189,25 +185,6 @@ def _begin(label: str) -> ActiveRequest | None:
     return recorder().begin(DETACHED, label) if conf.wove_settings().record else None
 
 
-_codes: dict[str, CodeType] = {}
-
-
-def _call(item: DetachedWork) -> Callable[[], Any]:
-    """The one task of the detached weave, named after the function when it can be (so
-    the trace shows ``send_receipt``, not a wrapper)."""
-
-    def detached() -> Any:
-        return item.function(*item.args, **item.kwargs)
-
-    name = getattr(item.function, "__name__", "")
-    if not name.isidentifier() or keyword.iskeyword(name) or name in RESERVED_NAMES:
-        return detached
-    code = _codes.get(name)
-    if code is None:
-        code = _codes.setdefault(name, detached.__code__.replace(co_name=name, co_qualname=name))
-    return FunctionType(code, detached.__globals__, name, None, detached.__closure__)
-
-
 def _start_thread(item: DetachedWork, label: str) -> None:
     active = _begin(label)
 
@@ -222,31 +199,11 @@ def _start_thread(item: DetachedWork, label: str) -> None:
         collecting(active.collect) if active is not None else contextlib.nullcontext(),
         weave(background=True, on_done=on_done) as w,
     ):
-        w.do(_call(item))
+        w.do(detached_task(item.function, item.args, item.kwargs))
 
 
 def _start_fork(item: DetachedWork, label: str) -> None:
-    recorded = _begin(label)
-    # Not recorded: the report channel still brings the child's error to this log.
-    active = recorded if recorded is not None else ActiveRequest(DETACHED, label, None, False)
-    reports = fork_reports()
-    address = reports.expect(active)
-
-    def on_done(result: WoveResult) -> None:  # runs in the child
-        error = result.exception
-        text = None if error is None else describe(error)
-        trace = "" if error is None else "".join(traceback.format_exception(error))
-        send_report(address, active, text, trace)
-
-    try:
-        with (
-            collecting(active.collect) if recorded is not None else contextlib.nullcontext(),
-            weave(background=True, fork=True, on_done=on_done) as w,
-        ):
-            w.do(_call(item))
-    except Exception as exc:
-        reports.abandon(active, describe(exc))
-        raise
+    run_forked(item.function, item.args, item.kwargs, label, _begin(label))
 
 
 def _start_task(item: DetachedWork, label: str) -> None:

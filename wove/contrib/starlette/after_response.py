@@ -22,20 +22,15 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import keyword
 import logging
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import CodeType, FunctionType
-from typing import Any, TypeGuard, TypeVar, overload
+from typing import Any, TypeVar, overload
 
-from wove import InvalidOptionError, Weave, WeaveStateError, WoveResult, collecting, weave
+from wove import InvalidOptionError, WeaveStateError, collecting, weave
 from wove.contrib.traces import DETACHED, ActiveRequest, RequestRecorder
-from wove.contrib.traces.forked import fork_reports, send_report
+from wove.contrib.traces.detached import detached_task, is_template, run_forked
 from wove.contrib.traces.request import describe
-from wove.result import RESERVED_NAMES
-from wove.task_spec import is_async_callable
 
 from .conf import DETACH_MODES, DetachMode
 
@@ -116,7 +111,7 @@ def detach(function: Any = None, /, *args: Any, mode: Any = None, **kwargs: Any)
         )
     if not callable(function):
         raise InvalidOptionError(f"detach() needs a function to call, got {function!r}")
-    if _is_template(function) and args:
+    if is_template(function) and args:
         raise InvalidOptionError(
             f"detach({function.__name__}, ...) runs a Weave class with keyword data only; "
             "pass its inputs as keywords"
@@ -183,12 +178,12 @@ async def _run_here(item: DetachedWork, label: str, active: ActiveRequest | None
     error: BaseException | None = None
     try:
         with collecting(active.collect) if active is not None else contextlib.nullcontext():
-            if _is_template(item.function):
+            if is_template(item.function):
                 async with weave(item.function, **item.kwargs):
                     pass
             else:
                 async with weave() as w:
-                    w.do(_call(item))
+                    w.do(detached_task(item.function, item.args, item.kwargs))
     except Exception as exc:
         error = exc
         logger.error("wove: detached work %s failed", label, exc_info=exc)
@@ -202,62 +197,4 @@ async def _run_here(item: DetachedWork, label: str, active: ActiveRequest | None
 
 
 def _start_fork(item: DetachedWork, label: str, active: ActiveRequest | None) -> None:
-    reports = fork_reports() if active is not None else None
-    address = reports.expect(active) if reports is not None and active is not None else None
-
-    def on_done(result: WoveResult) -> None:  # runs in the child
-        error = result.exception
-        if address is not None and active is not None:
-            text = None if error is None else describe(error)
-            trace = "" if error is None else "".join(traceback.format_exception(error))
-            send_report(address, active, text, trace)
-
-    try:
-        with collecting(active.collect) if active is not None else contextlib.nullcontext():
-            if _is_template(item.function):
-                with weave(
-                    item.function, background=True, fork=True, on_done=on_done, **item.kwargs
-                ):
-                    pass
-            else:
-                with weave(background=True, fork=True, on_done=on_done) as w:
-                    w.do(_call(item))
-    except Exception as exc:
-        if reports is not None and active is not None:
-            reports.abandon(active, describe(exc))
-        raise
-
-
-def _is_template(function: object) -> TypeGuard[type[Weave]]:
-    return isinstance(function, type) and issubclass(function, Weave)
-
-
-_codes: dict[tuple[str, bool], CodeType] = {}
-
-
-def _call(item: DetachedWork) -> Callable[..., Any]:
-    """The one task of the detached weave, named after the function when it can be (so
-    the trace shows ``send_receipt``, not a wrapper), sync or async as the function is."""
-    function, args, kwargs = item.function, item.args, item.kwargs
-    is_async = is_async_callable(function)
-    wrapper: Callable[..., Any]
-    if is_async:
-
-        async def detached_async() -> Any:
-            return await function(*args, **kwargs)
-
-        wrapper = detached_async
-    else:
-
-        def detached() -> Any:
-            return function(*args, **kwargs)
-
-        wrapper = detached
-    name = getattr(function, "__name__", "")
-    if not name.isidentifier() or keyword.iskeyword(name) or name in RESERVED_NAMES:
-        return wrapper
-    code = _codes.get((name, is_async))
-    if code is None:
-        renamed = wrapper.__code__.replace(co_name=name, co_qualname=name)
-        code = _codes.setdefault((name, is_async), renamed)
-    return FunctionType(code, wrapper.__globals__, name, None, wrapper.__closure__)
+    run_forked(item.function, item.args, item.kwargs, label, active)

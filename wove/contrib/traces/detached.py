@@ -1,0 +1,89 @@
+"""Work a web adapter runs after the response: the task that calls it, and a forked run
+that reports back. Shared by the Django and Starlette adapters' ``detach()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import keyword
+import traceback
+from collections.abc import Callable, Mapping
+from types import CodeType, FunctionType
+from typing import Any, TypeGuard
+
+from wove import Weave, WoveResult, collecting, weave
+from wove.result import RESERVED_NAMES
+from wove.task_spec import is_async_callable
+
+from .forked import fork_reports, send_report
+from .request import DETACHED, ActiveRequest, describe
+
+_codes: dict[tuple[str, bool], CodeType] = {}
+
+
+def is_template(function: object) -> TypeGuard[type[Weave]]:
+    """A :class:`wove.Weave` class: run as a weave of its own, with keyword data."""
+    return isinstance(function, type) and issubclass(function, Weave)
+
+
+def detached_task(
+    function: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]
+) -> Callable[..., Any]:
+    """A task calling ``function(*args, **kwargs)``, sync or async as the function is,
+    named after it when it can be (so the trace shows ``send_receipt``, not a wrapper)."""
+    is_async = is_async_callable(function)
+    wrapper: Callable[..., Any]
+    if is_async:
+
+        async def detached_async() -> Any:
+            return await function(*args, **kwargs)
+
+        wrapper = detached_async
+    else:
+
+        def detached() -> Any:
+            return function(*args, **kwargs)
+
+        wrapper = detached
+    name = getattr(function, "__name__", "")
+    if not name.isidentifier() or keyword.iskeyword(name) or name in RESERVED_NAMES:
+        return wrapper
+    code = _codes.get((name, is_async))
+    if code is None:
+        renamed = wrapper.__code__.replace(co_name=name, co_qualname=name)
+        code = _codes.setdefault((name, is_async), renamed)
+    return FunctionType(code, wrapper.__globals__, name, None, wrapper.__closure__)
+
+
+def run_forked(
+    function: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    label: str,
+    recorded: ActiveRequest | None,
+) -> None:
+    """Run ``function(*args, **kwargs)`` (or a Weave class with ``kwargs``) in a detached
+    child process. The child sends its error (and, when ``recorded``, its trace) back to
+    this process, which logs it and files the trace: even with recording off, a failure
+    reaches this process's log rather than the child's /dev/null."""
+    active = recorded if recorded is not None else ActiveRequest(DETACHED, label, None, False)
+    reports = fork_reports()
+    address = reports.expect(active)
+
+    def on_done(result: WoveResult) -> None:  # runs in the child
+        error = result.exception
+        text = None if error is None else describe(error)
+        trace = "" if error is None else "".join(traceback.format_exception(error))
+        send_report(address, active, text, trace)
+
+    try:
+        with collecting(active.collect) if recorded is not None else contextlib.nullcontext():
+            if is_template(function):
+                with weave(function, background=True, fork=True, on_done=on_done, **kwargs):
+                    pass
+            else:
+                with weave(background=True, fork=True, on_done=on_done) as w:
+                    w.do(detached_task(function, args, kwargs))
+    except Exception as exc:
+        reports.abandon(active, describe(exc))
+        raise
