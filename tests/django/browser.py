@@ -4,73 +4,18 @@ PNG reader (zlib only)."""
 
 from __future__ import annotations
 
-import http.client
-import json
 import os
 import signal
-import socket
 import struct
 import subprocess
-import sys
-import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from servers import manage
+from servers import Server, manage, start_runserver, start_uvicorn
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's package; `make unit` installs it when missing
 PROJECT_DIR = Path(__file__).resolve().parent  # holds manage.py
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: http.client.HTTPMessage
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-@dataclass
-class DevServer:
-    """A server of the test project on a port of 127.0.0.1, in a session of its own."""
-
-    port: int
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def get(self, path: str, timeout: float = 30.0) -> Reply:
-        client = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        try:
-            client.request("GET", path)
-            response = client.getresponse()
-            return Reply(response.status, response.headers, response.read())
-        finally:
-            client.close()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        """SIGTERM by PID, then SIGKILL its process group (it leads it) if anything is left."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        self.process.wait(10)
 
 
 def project_env(database: Path, settings_module: str, **settings: str) -> dict[str, str]:
@@ -90,54 +35,14 @@ def project_env(database: Path, settings_module: str, **settings: str) -> dict[s
 
 def dev_server(
     tmp_path: Path, settings_module: str, *, asgi: bool = False, **settings: str
-) -> DevServer:
+) -> Server:
     """The test project with ``DEBUG`` on, on a fresh migrated SQLite file of its own,
     under ``manage.py runserver`` (WSGI) or, with ``asgi``, uvicorn. The caller stops it
-    (``DevServer.stop``, by PID)."""
+    (``Server.stop``, by PID)."""
     database = tmp_path / f"db-{len(list(tmp_path.glob('db-*.sqlite3')))}.sqlite3"
     env = project_env(database, settings_module, **settings)
     manage(env, "migrate", "--noinput", "-v", "0")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
-    if asgi:
-        command = [sys.executable, "-m", "uvicorn", "wove_testproject.asgi:application"]
-        command += ["--host", "127.0.0.1", "--port", str(port), "--lifespan", "off"]
-    else:
-        command = [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"]
-    log_path = tmp_path / f"server-{port}.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            command,
-            cwd=PROJECT_DIR,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    server = DevServer(port, process, log_path)
-    try:
-        _wait_until_ready(server, 60.0)
-    except BaseException:
-        server.stop()
-        raise
-    return server
-
-
-def _wait_until_ready(server: DevServer, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"the server exited early:\n{server.log()}")
-        try:
-            if server.get("/wove/traces.json", timeout=5).status == 200:
-                return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the server is not ready after {seconds} s:\n{server.log()}")
-        time.sleep(0.1)
+    return start_uvicorn(tmp_path, env) if asgi else start_runserver(tmp_path, env)
 
 
 def screenshot(

@@ -54,6 +54,10 @@ class Server:
     tmpdir: Path | None = None  # its TMPDIR, when Servers started it
     cookies: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
     def request(
         self,
         method: str,
@@ -153,6 +157,12 @@ def start_uvicorn(log_dir: Path, env: dict[str, str]) -> Server:
         *("--log-level", "info", "--timeout-graceful-shutdown", "5"),
     ]
     return _start("uvicorn", command, port, log_dir, env)
+
+
+def start_runserver(log_dir: Path, env: dict[str, str]) -> Server:
+    port = free_port()
+    command = [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"]
+    return _start("runserver", command, port, log_dir, env)
 
 
 def _start(kind: str, command: list[str], port: int, log_dir: Path, env: dict[str, str]) -> Server:

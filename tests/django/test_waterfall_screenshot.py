@@ -13,7 +13,8 @@ import os
 from pathlib import Path
 
 import pytest
-from browser import CHROMIUM, DevServer, Image, bands, dev_server, hex_colour, read_png, screenshot
+from browser import CHROMIUM, Image, bands, dev_server, hex_colour, read_png, screenshot
+from servers import Server
 
 from wove.contrib.traces.waterfall import COLOURS
 
@@ -46,7 +47,7 @@ def _striped(image: Image, band: tuple[int, int]) -> bool:
     return False
 
 
-def _shoot(server: DevServer, path: str, png: Path, **options: int) -> Image:
+def _shoot(server: Server, path: str, png: Path, **options: int) -> Image:
     try:
         screenshot(server.url + path, png, **options)
     except BaseException:
