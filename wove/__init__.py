@@ -13,6 +13,7 @@ w.result.final
 from .background import wait_for_background
 from .config import Settings, configure, settings
 from .detach import at_detached_child
+from .environments import DetachedWeave, RemoteCall, RemoteEnv, register_env
 from .errors import (
     CircularDependencyError,
     DefinitionError,
@@ -20,6 +21,7 @@ from .errors import (
     InvalidOptionError,
     MappingError,
     MissingDependencyError,
+    RemoteTaskError,
     ReservedNameError,
     TaskCancelled,
     TaskTimeout,
@@ -43,9 +45,13 @@ __all__ = [
     "CircularDependencyError",
     "DefinitionError",
     "DetachError",
+    "DetachedWeave",
     "InvalidOptionError",
     "MappingError",
     "MissingDependencyError",
+    "RemoteCall",
+    "RemoteEnv",
+    "RemoteTaskError",
     "ReservedNameError",
     "Settings",
     "TaskCancelled",
@@ -72,6 +78,7 @@ __all__ = [
     "fold",
     "merge",
     "redict",
+    "register_env",
     "settings",
     "undict",
     "wait_for_background",

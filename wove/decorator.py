@@ -67,6 +67,7 @@ class Do:
         workers: int | _Unset | None = UNSET,
         limit_per_minute: float | _Unset | None = UNSET,
         thread_sensitive: bool | _Unset | None = UNSET,
+        env: str | _Unset | None = UNSET,
     ) -> Callable[[F], F]: ...
 
     def __call__(
@@ -79,6 +80,7 @@ class Do:
         workers: int | _Unset | None = UNSET,
         limit_per_minute: float | _Unset | None = UNSET,
         thread_sensitive: bool | _Unset | None = UNSET,
+        env: str | _Unset | None = UNSET,
     ) -> Any:
         if type(source) is FunctionType:  # bare @do on a `def`: the hot path
             spec = known_function_spec(source, self._takes_self)
@@ -89,7 +91,7 @@ class Do:
             return self._registered(make_spec(source, None, NO_OPTIONS, self._takes_self), source)
         # Checked here, at the decorator line, so a mistake points at it.
         options = _options(
-            retries, timeout, workers, limit_per_minute, thread_sensitive, source is not None
+            retries, timeout, workers, limit_per_minute, thread_sensitive, env, source is not None
         )
         map_source = None if source is None else map_source_of(source)
 
@@ -110,11 +112,12 @@ def _options(
     workers: Any,
     limit_per_minute: Any,
     thread_sensitive: Any,
+    env: Any,
     mapped: bool,
 ) -> TaskOptions:
     """Validated options, one shared object per distinct set (a block's decorators run
     on every run of it)."""
-    values = (retries, timeout, workers, limit_per_minute, thread_sensitive)
+    values = (retries, timeout, workers, limit_per_minute, thread_sensitive, env)
     # Types too: 1 == True and 1 == 1.0, but they are not the same option value.
     key = (*values, *map(type, values), mapped)
     try:
@@ -128,6 +131,7 @@ def _options(
             workers=workers,
             limit_per_minute=limit_per_minute,
             thread_sensitive=thread_sensitive,
+            env=env,
         )
         check_options(cached, mapped=mapped)
         if len(_OPTIONS) < 1024:

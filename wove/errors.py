@@ -83,3 +83,23 @@ class TaskCancelled(WoveError, RuntimeError):
         super().__init__(f"task {task!r} was cancelled{because}; it has no result")
         self.task = task
         self.cause = cause
+
+
+class RemoteTaskError(WoveError, RuntimeError):
+    """A task run in a remote environment failed, and its exception could not be rebuilt
+    here (its class is not importable, or it cannot be unpickled); or the remote engine
+    itself failed it (the worker was lost, the task was revoked or refused).
+
+    ``remote_type`` is the exception's type name as the worker saw it, ``remote_message``
+    its message and ``remote_traceback`` the worker's formatted traceback (also attached
+    to the exception as a note, so it is printed with it).
+    """
+
+    def __init__(
+        self, task: str, remote_type: str, remote_message: str, remote_traceback: str | None
+    ) -> None:
+        super().__init__(f"task {task!r} failed remotely: {remote_type}: {remote_message}")
+        self.task = task
+        self.remote_type = remote_type
+        self.remote_message = remote_message
+        self.remote_traceback = remote_traceback

@@ -8,13 +8,14 @@ child process (forked, or spawned with the recipe pickled).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from . import background, lanes, plan
+from . import background, environments, lanes, plan
 from .config import settings
 from .graph import Graph, build_graph
 from .result import WoveResult
@@ -35,10 +36,12 @@ class Recipe:
     max_workers: int | None
     origin: str
     thread_sensitive: bool | None = None  # weave(thread_sensitive=...): None: configure()
+    env: str | None = None  # weave(env=...): the remote environment of tasks not choosing
 
 
 def plan_graph(recipe: Recipe) -> Graph:
-    graph = build_graph(recipe.specs, recipe.data)
+    specs = environments.route(recipe.specs, recipe.env, recipe.origin)
+    graph = build_graph(specs, recipe.data)
     if recipe.debug:
         plan.report(plan.describe(graph, recipe.data, recipe.origin))
     return graph
@@ -183,6 +186,21 @@ def run_detached(recipe: Recipe, on_done: background.OnDone | None) -> int:
     background.log_failure(result, recipe.origin)
     ok = on_done is None or background.call_on_done(on_done, result, recipe.origin)
     return 0 if ok and result.exception is None else 1
+
+
+def detach_remote(recipe: Recipe, on_done: background.OnDone | None) -> str:
+    """Enqueue the weave in its remote environment, where it runs wholly (its tasks run
+    locally on the worker, then ``on_done``); its id there."""
+    assert recipe.env is not None
+    env = environments.get_env(recipe.env)
+    there = replace(recipe, specs=environments.local(recipe.specs), env=None)
+    weave = environments.DetachedWeave(
+        origin=recipe.origin,
+        run=functools.partial(run_detached, there, on_done),
+        tasks={name: spec.function for name, spec in recipe.specs.items()},
+        data=recipe.data,
+    )
+    return env.detach(weave)
 
 
 ErrorHint = Callable[[BaseException, str], "str | None"]

@@ -344,6 +344,15 @@ def reap(process: subprocess.Popen[bytes]) -> None:
     threading.Thread(target=process.wait, name="wove-reaper", daemon=True).start()
 
 
+def start_service(target: Callable[[], None], name: str) -> threading.Thread:
+    """Start a long-lived daemon thread serving the whole process (e.g. the one thread
+    that waits for every pending remote result). Not rebuilt after a fork: its owner
+    forgets it in the child (``os.register_at_fork``) and starts a new one when needed."""
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    return thread
+
+
 def run_coroutine(coroutine: Coroutine[Any, Any, Any]) -> concurrent.futures.Future[Any]:
     """Run a coroutine on Wove's first loop thread from any thread that is not it."""
     return asyncio.run_coroutine_threadsafe(coroutine, loop_for_sync_caller().loop)

@@ -61,10 +61,12 @@ _ids = itertools.count(1)
 _perf = time.perf_counter
 _ABANDONED: Final = object()  # a sync call given up at its timeout (already reported)
 
-# Where a task's calls run: the event loop, the shared thread pool, or the caller's
-# thread (thread-sensitive sync tasks: they share its database connection).
-Lane = Literal["loop", "thread", "caller"]
+# Where a task's calls run: the event loop, the shared thread pool, the caller's thread
+# (thread-sensitive sync tasks: they share its database connection), or a remote
+# environment (awaited on the event loop, like an async task).
+Lane = Literal["loop", "thread", "caller", "remote"]
 LOOP: Final = "loop"
+REMOTE: Final = "remote"
 THREAD: Final = "thread"
 CALLER: Final = "caller"
 
@@ -171,9 +173,14 @@ class Run:
         self._nodes = graph.shape.nodes
         self._roots = graph.shape.roots
         # Each task's lane, decided once: sync tasks in `sensitive` run on the caller's
-        # thread, the other sync tasks on the pool, async tasks on the loop.
+        # thread, the other sync tasks on the pool, async tasks on the loop (routed
+        # remote tasks are async tasks with an env: awaited there, traced as remote).
         self._lanes: dict[str, Lane] = {
-            name: LOOP if spec.is_async else CALLER if name in sensitive else THREAD
+            name: (REMOTE if spec.env else LOOP)
+            if spec.is_async
+            else CALLER
+            if name in sensitive
+            else THREAD
             for name, spec in graph.specs.items()
         }
         self._submit_sensitive = submit_sensitive or submit
@@ -628,15 +635,15 @@ class Run:
                     annotations_reset(token)
             if not _retryable(error, attempt, spec) or self._failure is not None:
                 break
-            self._trace(spec.name, index, "loop", began, attempt, error, extra)
+            self._trace(spec.name, index, self._lanes[spec.name], began, attempt, error, extra)
             attempt += 1
-        self._trace(spec.name, index, "loop", began, attempt, error, extra)
+        self._trace(spec.name, index, self._lanes[spec.name], began, attempt, error, extra)
         return value, error, start
 
     def _call_cancelled(
         self, name: str, index: int | None, cancelled: asyncio.CancelledError
     ) -> None:
-        self._trace(name, index, "loop", _perf(), 0, cancelled)
+        self._trace(name, index, self._lanes[name], _perf(), 0, cancelled)
         with self._lock:
             ours = self._failure is not None
         if not ours:  # cancelled from outside the weave (e.g. the loop is shutting down)

@@ -39,6 +39,8 @@ class TaskOptions:
     workers: int | _Unset | None = UNSET
     limit_per_minute: float | _Unset | None = UNSET
     thread_sensitive: bool | _Unset | None = UNSET
+    #: The remote environment the task runs in (``None``: here, whatever the weave says).
+    env: str | _Unset | None = UNSET
 
     def inherit(self, base: TaskOptions) -> TaskOptions:
         """These options, with every field not given here taken from ``base``."""
@@ -107,6 +109,13 @@ class TaskSpec(NamedTuple):
         """True: on the caller's thread; False: on the pool; None: the weave decides."""
         value = self.options.thread_sensitive
         return None if value is UNSET else value
+
+    @property
+    def env(self) -> str | None:
+        """The remote environment this task runs in; None: here (or the weave decides,
+        before routing: see :func:`wove.environments.route`)."""
+        env = self.options.env
+        return None if env is UNSET else env
 
     @property
     def limit_per_minute(self) -> float | None:
@@ -213,6 +222,17 @@ def check_options(options: TaskOptions, *, mapped: bool) -> None:
     if not (sensitive is UNSET or sensitive is None or isinstance(sensitive, bool)):
         raise InvalidOptionError(
             f"thread_sensitive must be True, False or None (the weave decides), got {sensitive!r}"
+        )
+    env = options.env
+    if not (env is UNSET or env is None or (isinstance(env, str) and env)):
+        raise InvalidOptionError(
+            f"env must be the name of a remote environment (e.g. env='celery') or None to "
+            f"run here, got {env!r}"
+        )
+    if isinstance(env, str) and sensitive is True:
+        raise InvalidOptionError(
+            f"thread_sensitive=True with env={env!r}: a remote task runs on a worker, not on "
+            f"the caller's thread; drop one of the two"
         )
     for option in ("workers", "limit_per_minute"):
         value = getattr(options, option)

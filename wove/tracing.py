@@ -37,7 +37,8 @@ class TraceRecord(NamedTuple):
     weave_id: int  # distinguishes two runs of the same block
     task: str
     index: int | None  # type: ignore[assignment]  # item index of a mapped task (shadows tuple.index)
-    lane: Literal["thread", "loop", "caller"]  # a pool thread, the loop, the caller's thread
+    # a pool thread, the loop, the caller's thread, or a remote environment (a worker)
+    lane: Literal["thread", "loop", "caller", "remote"]
     thread: str  # name of the thread it ran on
     start: float  # time.perf_counter() seconds
     end: float

@@ -44,10 +44,11 @@ class WeaveBlock:
         fork: ForkMode,
         on_done: OnDone | None,
         thread_sensitive: bool | None,
+        env: str | None,
         data: dict[str, Any],
         origin: str,
     ) -> None:
-        _check_arguments(parent_weave, max_workers, background, fork, on_done)
+        _check_arguments(parent_weave, max_workers, background, fork, on_done, env)
         if not (thread_sensitive is None or isinstance(thread_sensitive, bool)):
             raise InvalidOptionError(
                 f"thread_sensitive must be True, False or None, got {thread_sensitive!r}"
@@ -60,6 +61,7 @@ class WeaveBlock:
         self._fork = fork
         self._on_done = on_done
         self._thread_sensitive = thread_sensitive
+        self._env = env
         self._data = data
         self._origin = origin
         self._specs: dict[str, TaskSpec] = {}
@@ -69,6 +71,9 @@ class WeaveBlock:
         self._completion: Completion | None = None
         #: The pid of the detached child process, for ``background=True, fork=...``.
         self.pid: int | None = None
+        #: The weave's id in its remote environment, for ``background=True, env=...``
+        #: (a Celery task id).
+        self.remote_id: str | None = None
         #: Register a task: ``@w.do``, ``@w.do(**options)``, ``@w.do(items, **options)``.
         self.do: Final = Do(self._register, takes_self=False)
 
@@ -110,6 +115,7 @@ class WeaveBlock:
             max_workers=self._max_workers,
             origin=self._origin,
             thread_sensitive=self._thread_sensitive,
+            env=self._env,
         )
 
     def _plan(self, recipe: execution.Recipe) -> Graph:
@@ -193,6 +199,10 @@ class WeaveBlock:
 
     def _detach(self) -> None:
         recipe = self._recipe()
+        if recipe.env is not None:  # enqueued as one unit; it runs wholly on a worker
+            self._state = _State.DONE
+            self.remote_id = execution.detach_remote(recipe, self._on_done)
+            return
         if not self._fork:
             planned: Graph | Exception
             try:
@@ -234,6 +244,12 @@ class WeaveBlock:
         return self._completion.wait(timeout)
 
     def _refuse_detached(self, what: str) -> None:
+        if self.remote_id is not None:
+            raise WeaveStateError(
+                f"{what}: this weave runs in remote environment {self._env!r} (id "
+                f"{self.remote_id}), which this process does not follow; act on its end "
+                f"with on_done=, which runs there"
+            )
         if self.pid is not None:
             raise WeaveStateError(
                 f"{what}: this weave runs in a detached process (pid {self.pid}) that this "
@@ -246,6 +262,12 @@ class WeaveBlock:
     def result(self) -> WoveResult:
         """The results, once the block has ended (see the docs: results and errors)."""
         if self._result is None:
+            if self.remote_id is not None:
+                raise WeaveStateError(
+                    f"this weave ran in remote environment {self._env!r} (id "
+                    f"{self.remote_id}); its result is passed to on_done there, not to "
+                    f"this process"
+                )
             if self.pid is not None:
                 raise WeaveStateError(
                     f"this weave ran in a detached process (pid {self.pid}); its result is "
@@ -285,6 +307,7 @@ def _check_arguments(
     background: bool,
     fork: ForkMode,
     on_done: object,
+    env: object,
 ) -> None:
     if parent_weave is not None and not (
         isinstance(parent_weave, type) and issubclass(parent_weave, Weave)
@@ -313,6 +336,15 @@ def _check_arguments(
             "on_done= is called when a background weave finishes; pass background=True, or "
             "use w.result after the block of a foreground weave"
         )
+    if env is not None and not (isinstance(env, str) and env):
+        raise InvalidOptionError(
+            f"env must be the name of a remote environment (e.g. env='celery') or None, got {env!r}"
+        )
+    if env is not None and fork:
+        raise InvalidOptionError(
+            f"fork= and env={env!r} both say where a background weave runs; a weave with "
+            f"env= runs on a worker of that environment: drop fork="
+        )
     if on_done is not None and not callable(on_done):
         raise DefinitionError(f"on_done must be callable, got {type(on_done).__name__}")
 
@@ -326,6 +358,7 @@ def weave(
     fork: ForkMode = False,
     on_done: OnDone | None = None,
     thread_sensitive: bool | None = None,
+    env: str | None = None,
     **data: Any,
 ) -> WeaveBlock:
     """Collect tasks in a ``with`` / ``async with`` block and run them when it ends.
@@ -343,6 +376,10 @@ def weave(
     ``@w.do(thread_sensitive=...)``: ``True`` on the caller's thread (sharing its database
     connection and transaction, one at a time), ``False`` on the shared pool, ``None``
     (default) as ``configure(thread_sensitive=...)`` says.
+    ``env``: the remote environment (see :func:`wove.register_env`) that this weave's
+    tasks run in unless they choose with ``@w.do(env=...)`` (``env=None`` keeps a task
+    here). With ``background=True``, the whole weave is enqueued there as one unit and
+    runs on a worker, ``on_done`` included.
     """
     frame = sys._getframe(1)
     return WeaveBlock(
@@ -353,6 +390,7 @@ def weave(
         fork=fork,
         on_done=on_done,
         thread_sensitive=thread_sensitive,
+        env=env,
         data=data,
         origin=f"{frame.f_code.co_filename}:{frame.f_lineno}",
     )

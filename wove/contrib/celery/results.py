@@ -1,0 +1,166 @@
+"""Celery task ids -> their results, delivered as they arrive, all on one thread.
+
+One :class:`ResultWaiter` per Celery app serves every pending remote call of the
+process: callers hand it a task id and a delivery callback (:meth:`ResultWaiter.expect`)
+and go on awaiting an asyncio future, so no thread is held per pending task. Its thread
+alone touches its result backend (Celery's backends are per thread unless configured
+otherwise): with a backend that pushes results (Redis), it subscribes and drains the
+pushed messages; with the others (database, file...), it polls them.
+
+Callers send their task without subscribing (Wove's task stores its own reply), so a
+reply may be stored before the waiter subscribes: after subscribing, the waiter reads
+the result once, and a reply already there is delivered at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from typing import Any, Final
+
+from celery import Celery, states
+from celery.result import AsyncResult
+
+from wove.lanes import start_service
+
+logger: Final = logging.getLogger("wove")
+
+#: ``deliver(state, result, traceback)``: the task's final state, its result (the reply
+#: envelope for SUCCESS, the exception for FAILURE) and the worker's traceback text.
+Deliver = Callable[[str, Any, "str | None"], None]
+
+#: How long the waiter listens for pushed results before it takes new registrations
+#: (only while results are pending: an idle waiter sleeps until one is registered).
+PUSH_WAIT: Final = 0.005
+#: How often a backend that does not push results is read, per pending task.
+POLL_INTERVAL: Final = 0.05
+
+
+class ResultWaiter:
+    """The one thread that waits for the remote results of one Celery app."""
+
+    def __init__(self, app: Celery) -> None:
+        self._app = app
+        self._wake = threading.Condition(threading.Lock())
+        self._inbox: list[tuple[str, Deliver]] = []
+        self._dropped: list[str] = []
+        self._started = False
+        # The waiter thread's own state (touched by it alone).
+        self._pending: dict[str, tuple[Deliver, AsyncResult | None]] = {}
+
+    # --- any thread ------------------------------------------------------------------
+
+    def expect(self, task_id: str, deliver: Deliver) -> None:
+        """Call ``deliver`` (on the waiter's thread) once ``task_id`` is ready."""
+        with self._wake:
+            self._inbox.append((task_id, deliver))
+            if not self._started:
+                self._started = True
+                start_service(self._serve, "wove-celery-results")
+            self._wake.notify()
+
+    def drop(self, task_id: str) -> None:
+        """Stop waiting for ``task_id`` (its caller was cancelled); nothing is delivered."""
+        with self._wake:
+            self._dropped.append(task_id)
+            self._wake.notify()
+
+    # --- the waiter's thread ---------------------------------------------------------
+
+    def _serve(self) -> None:
+        backend = self._app.backend  # this thread's instance
+        pushed = bool(getattr(backend, "is_async", False))
+        while True:
+            try:
+                self._take_new(backend, pushed)
+                if not self._pending:
+                    continue
+                if pushed:
+                    self._drain(backend)
+                else:
+                    self._poll(backend)
+            except Exception:  # a broken connection: the backend reconnects on next use
+                logger.exception("wove: waiting for Celery results failed; retrying")
+                with self._wake:
+                    self._wake.wait(POLL_INTERVAL)
+
+    def _take_new(self, backend: Any, pushed: bool) -> None:
+        with self._wake:
+            while not (self._inbox or self._dropped or self._pending):
+                self._wake.wait()
+            new, self._inbox = self._inbox, []
+            dropped, self._dropped = self._dropped, []
+        for task_id, deliver in new:
+            result: AsyncResult | None = None
+            if pushed:
+                result = AsyncResult(task_id, backend=backend, app=self._app)
+                result.then(self._on_ready)  # subscribes
+            self._pending[task_id] = (deliver, result)
+            # Stored before the subscription? Then it is here already.
+            self._check(backend, task_id)
+        for task_id in dropped:
+            entry = self._pending.pop(task_id, None)
+            if entry is not None and entry[1] is not None:
+                backend.remove_pending_result(entry[1])  # unsubscribes
+
+    def _drain(self, backend: Any) -> None:
+        try:
+            backend.result_consumer.drain_events(timeout=PUSH_WAIT)
+        except TimeoutError:
+            pass
+
+    def _poll(self, backend: Any) -> None:
+        for task_id in list(self._pending):
+            self._check(backend, task_id)
+        with self._wake:
+            if not (self._inbox or self._dropped):
+                self._wake.wait(POLL_INTERVAL)
+
+    def _check(self, backend: Any, task_id: str) -> None:
+        meta = backend.get_task_meta(task_id)
+        if meta.get("status") not in states.READY_STATES:
+            return
+        entry = self._pending.get(task_id)
+        if entry is not None and entry[1] is not None:
+            # Through the consumer, as a pushed message would go: it settles the
+            # AsyncResult (and so calls _on_ready) and unsubscribes.
+            backend.result_consumer.on_state_change(meta, None)
+            return
+        self._settle(task_id, meta["status"], meta.get("result"), meta.get("traceback"))
+
+    def _on_ready(self, result: AsyncResult) -> None:
+        self._settle(result.id, result.state, result.result, result.traceback)
+
+    def _settle(self, task_id: str, state: str, value: Any, traceback: str | None) -> None:
+        entry = self._pending.pop(task_id, None)
+        if entry is None:  # dropped, or already delivered
+            return
+        try:
+            entry[0](state, value, traceback)
+        except Exception:
+            logger.exception("wove: delivering the result of Celery task %s failed", task_id)
+
+
+_waiters: dict[int, ResultWaiter] = {}
+_waiters_lock = threading.Lock()
+
+
+def waiter_for(app: Celery) -> ResultWaiter:
+    """The process's result waiter for ``app`` (made on first use)."""
+    waiter = _waiters.get(id(app))
+    if waiter is None:
+        with _waiters_lock:
+            waiter = _waiters.setdefault(id(app), ResultWaiter(app))
+    return waiter
+
+
+def _forget_in_child() -> None:
+    global _waiters_lock
+    _waiters_lock = threading.Lock()
+    _waiters.clear()  # their threads did not survive the fork
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)
