@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint types unit demo demo-starlette bench venv clean postgres chromium
+.PHONY: test lint types unit demo demo-starlette bench venv clean postgres chromium redis
 
 venv: $(STAMP)
 
@@ -35,6 +35,13 @@ postgres:
 	|| { $(SUDO) apt-get update -qq \
 	&& $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
 
+# Redis, the broker and result backend of the Celery tests (tests/celery/redisserver.py
+# starts a throwaway server on a free port). The Debian package may also start a system
+# Redis on 6379, which the tests never use.
+redis:
+	@command -v redis-server >/dev/null 2>&1 || { $(SUDO) apt-get update -qq \
+	&& $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+
 # A headless browser for the waterfall screenshot tests (tests/django).
 chromium:
 	@test -x /usr/bin/chromium || { $(SUDO) apt-get update -qq \
@@ -42,7 +49,7 @@ chromium:
 
 # Two sessions: the core (no Django configured), then the Django adapter with
 # pytest-django and the test project in tests/django.
-unit: $(STAMP) postgres chromium
+unit: $(STAMP) postgres chromium redis
 	$(VENV)/bin/pytest
 	$(VENV)/bin/pytest tests/django --ds=wove_testproject.settings
 
@@ -71,9 +78,10 @@ demo-starlette: $(STAMP)
 	$(VENV)/bin/uvicorn starlette_app:app --app-dir example_project \
 		--host $(STARLETTE_HOST) --port $(STARLETTE_PORT) --no-access-log
 
-# The Django workloads (bench/django) start a throwaway PostgreSQL cluster, so the
-# server programs are installed first, as for `make unit`.
-bench: $(STAMP) postgres
+# The Django workloads (bench/django) start a throwaway PostgreSQL cluster, and the
+# Celery ones a throwaway Redis, so the server programs are installed first, as for
+# `make unit`.
+bench: $(STAMP) postgres redis
 	$(PY) -m bench
 
 clean:

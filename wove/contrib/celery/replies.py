@@ -8,6 +8,7 @@ says where and how long it ran: ``{"worker": hostname, "seconds": duration}``.
 
 from __future__ import annotations
 
+import linecache
 import traceback
 from typing import Any
 
@@ -30,9 +31,12 @@ def ok_body(task: str, value: Any, info: dict[str, Any], limit: int | None) -> b
         return error_body(error, info, limit)
 
 
-def error_body(error: BaseException, info: dict[str, Any], limit: int | None) -> bytes:
-    """The reply for an exception raised by the task on the worker."""
-    text = "".join(traceback.format_exception(error))
+def error_body(
+    error: BaseException, info: dict[str, Any], limit: int | None, source: str | None = None
+) -> bytes:
+    """The reply for an exception raised by the task on the worker. ``source``: the file
+    the weave is in, where the functions that travelled by value were defined."""
+    text = _traceback_text(error, source)
     pickled: bytes | None
     try:
         pickled = capture.dumps(error, limit=limit, what="the exception", parts=list)
@@ -44,6 +48,33 @@ def error_body(error: BaseException, info: dict[str, Any], limit: int | None) ->
         message, text = message[: limit // 4], text[-(limit // 4) :]
     body = ("error", pickled, _type_name(error), message, text, info)
     return capture.dumps(body, limit=None, what="the reply", parts=list)
+
+
+def _traceback_text(error: BaseException, source: str | None) -> str:
+    """The formatted traceback; frames of functions that travelled by value (cloudpickle
+    names their file ``<dynamic-code>``) point at ``source`` and show its lines, as the
+    worker runs the same code."""
+    summary = traceback.TracebackException.from_exception(error)
+    if source:
+        seen: set[int] = set()
+        stack: list[traceback.TracebackException | None] = [summary]
+        while stack:
+            current = stack.pop()
+            if current is None or id(current) in seen:
+                continue
+            seen.add(id(current))
+            current.stack = traceback.StackSummary.from_list(
+                [_located(frame, source) for frame in current.stack]
+            )
+            stack += [current.__cause__, current.__context__]
+    return "".join(summary.format())
+
+
+def _located(frame: traceback.FrameSummary, source: str) -> traceback.FrameSummary:
+    if frame.filename != "<dynamic-code>" or frame.lineno is None:
+        return frame
+    line = linecache.getline(source, frame.lineno).strip()
+    return traceback.FrameSummary(source, frame.lineno, frame.name, line=line or None)
 
 
 def _type_name(error: BaseException) -> str:

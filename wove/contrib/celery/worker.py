@@ -36,9 +36,7 @@ def _run(self: Task, envelope: Any) -> None:
         logger.info("wove: running the detached weave at %s (Celery task %s)", origin, task_id)
         run()  # logs its own failure, calls on_done
         return
-    function, kwargs, task, _origin = cast(
-        tuple[Any, dict[str, Any], str, str], capture.loads(body)
-    )
+    function, kwargs, task, origin = cast(tuple[Any, dict[str, Any], str, str], capture.loads(body))
     info: dict[str, Any] = {"worker": self.request.hostname or socket.gethostname()}
     start = time.perf_counter()
     try:
@@ -47,7 +45,8 @@ def _run(self: Task, envelope: Any) -> None:
             value = asyncio.run(_awaited(value))
     except Exception as error:
         info["seconds"] = time.perf_counter() - start
-        reply = replies.error_body(error, info, env.max_payload)
+        source = origin.rpartition(":")[0]
+        reply = replies.error_body(error, info, env.max_payload, source)
     else:
         info["seconds"] = time.perf_counter() - start
         reply = replies.ok_body(task, value, info, env.max_payload)

@@ -1,0 +1,66 @@
+"""The Celery app of the Celery tests: the real worker runs it (``celery -A
+celery_testapp worker``, see worker.py) and the test process uses it as the client.
+
+Both find the broker (and result backend: the same Redis) in ``WOVE_TEST_REDIS_URL``,
+which must be set before this module is imported (conftest.py and worker.py do).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import time
+
+from celery import Celery
+
+REDIS_URL = os.environ["WOVE_TEST_REDIS_URL"]
+
+# Wove's task module is registered only once it exists (it is being written).
+INCLUDE = [
+    module for module in ["wove.contrib.celery"] if importlib.util.find_spec(module) is not None
+]
+
+app = Celery("wove_tests", broker=REDIS_URL, backend=REDIS_URL, include=INCLUDE)
+app.conf.update(
+    task_serializer="json",
+    result_serializer="json",
+    accept_content=["json"],
+    # Set explicitly: left unset, Celery 5 warns (CPendingDeprecationWarning) at startup.
+    broker_connection_retry_on_startup=True,
+    worker_prefetch_multiplier=1,
+    task_acks_late=False,
+    result_expires=3600,
+    broker_transport_options={"visibility_timeout": 3600},
+)
+
+
+@app.task(name="tests.add")
+def add(x: int, y: int) -> int:
+    """A raw Celery task, the baseline."""
+    return x + y
+
+
+@app.task(name="tests.sleep")
+def sleep(seconds: float) -> float:
+    """A raw Celery task that takes ``seconds``, the baseline for timing."""
+    time.sleep(seconds)
+    return seconds
+
+
+@app.task(name="tests.wove_file")
+def wove_file() -> str:
+    """Where the worker imports Wove from (the tests check it is the client's Wove)."""
+    import wove
+
+    return str(wove.__file__)
+
+
+# --- Wove's remote environment (configured the same way in the client and the worker)
+WOVE_KEYS = [os.environ.get("WOVE_TEST_KEY", "test-key-" + "x" * 40)]
+try:
+    import wove
+    from wove.contrib.celery import CeleryEnv
+except ImportError:  # the integration is being written
+    CeleryEnv = None
+if CeleryEnv is not None:
+    wove.register_env("celery", CeleryEnv(app, keys=WOVE_KEYS))
