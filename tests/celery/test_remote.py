@@ -232,12 +232,12 @@ def test_a_detached_weave_runs_wholly_on_the_worker_with_on_done_there(tmp_path:
 def test_a_payload_over_max_payload_is_refused_naming_what_was_captured() -> None:
     blob = b"x" * 2_000_000
 
-    with pytest.raises(PayloadTooLarge, match="captured variable 'blob'") as caught:
-        with weave() as w:
+    refused = pytest.raises(PayloadTooLarge, match="captured variable 'blob'")
+    with refused as caught, weave() as w:
 
-            @w.do(env="celery")
-            def size() -> int:
-                return len(blob)
+        @w.do(env="celery")
+        def size() -> int:
+            return len(blob)
 
     assert caught.value.limit == 1_000_000
     assert "max_payload" in str(caught.value)
