@@ -40,8 +40,9 @@ def install() -> None:
     """Apply the ``WOVE`` settings to the core; again whenever they change.
 
     Registers the connection hygiene and query counting thread-call wrappers, the
-    transaction rule for thread-sensitive defaults, the ORM advice on async tasks, and
-    the forked-child hook that forgets inherited connections.
+    transaction rule for thread-sensitive defaults, the ORM advice on async tasks, the
+    remote environments of ``ENVIRONMENTS``, and the forked-child hook that forgets
+    inherited connections.
     """
     global _forked_hook_added, _max_threads_set
     with _lock:
@@ -67,6 +68,8 @@ def install() -> None:
             for connection in django_connections.all(initialized_only=True):
                 queries.install_on(None, connection)  # opened before the app was ready
         _removers.append(wove.add_error_hint(hints.orm_lane_hint))
+        for name, env in options.environments.items():
+            _removers.append(wove.register_env(name, env))
         current = wove.settings().thread_sensitive
         if options.atomic == "thread_sensitive":
             wove.configure(thread_sensitive=connections.in_transaction)

@@ -20,7 +20,7 @@ from django.core.signals import setting_changed
 from django.http import HttpRequest
 from django.utils.module_loading import import_string
 
-from wove import WoveError
+from wove import RemoteEnv, WoveError
 
 AtomicPolicy = Literal["thread_sensitive", "parallel"]
 DetachMode = Literal["thread", "fork", "tasks"]
@@ -41,6 +41,18 @@ DEFAULTS: Mapping[str, Any] = {
     "COUNT_QUERIES": True,  # count each task's SQL queries and their time in its trace
     "MAX_THREADS": None,  # wove.configure(max_threads=...); None: leave Wove's default
     "DETACH_MODE": "thread",  # detach()'s default mode: "thread", "fork" or "tasks"
+    "ENVIRONMENTS": {},  # remote environments by name: {"celery": {"APP": ..., ...}}
+}
+
+#: The keys of one remote environment in ENVIRONMENTS, and their defaults.
+ENVIRONMENT_DEFAULTS: Mapping[str, Any] = {
+    "ENGINE": "celery",  # the only engine so far
+    "APP": None,  # the Celery app or its dotted path; None: Celery's current app
+    "KEYS": None,  # signing secrets, first signs; None: SECRET_KEY and SECRET_KEY_FALLBACKS
+    "MAX_AGE": 86400,  # seconds an envelope stays valid
+    "MAX_PAYLOAD": 1_000_000,  # the most bytes a call's or result's payload may take
+    "QUEUE": None,  # the Celery queue to send to; None: the app's routing
+    "TERMINATE_ON_CANCEL": True,  # a cancelled task already running is stopped too
 }
 
 
@@ -61,6 +73,7 @@ class WoveSettings:
     count_queries: bool
     max_threads: int | None
     detach_mode: DetachMode
+    environments: Mapping[str, RemoteEnv]
 
 
 _loaded: WoveSettings | None = None
@@ -109,6 +122,7 @@ def load(raw: object, *, debug: bool) -> WoveSettings:
         count_queries=_flag(values, "COUNT_QUERIES"),
         max_threads=None if values["MAX_THREADS"] is None else _count(values, "MAX_THREADS", 1),
         detach_mode=_choice(values, "DETACH_MODE", DETACH_MODES),
+        environments=_environments(values["ENVIRONMENTS"]),
     )
 
 
@@ -161,6 +175,55 @@ def _access(value: object) -> Callable[[HttpRequest], bool]:
         )
     access: Callable[[HttpRequest], bool] = value
     return access
+
+
+def _environments(value: object) -> Mapping[str, RemoteEnv]:
+    if not isinstance(value, Mapping):
+        raise WoveSettingsError(
+            "settings.WOVE['ENVIRONMENTS'] must be a dict of remote environments by name, "
+            f"e.g. {{'celery': {{'APP': 'proj.celery.app'}}}}; got {value!r}"
+        )
+    return {name: _environment(name, options) for name, options in value.items()}
+
+
+def _environment(name: object, options: object) -> RemoteEnv:
+    where = f"settings.WOVE['ENVIRONMENTS'][{name!r}]"
+    if not isinstance(name, str) or not name:
+        raise WoveSettingsError(f"{where}: an environment's name must be a non-empty string")
+    if not isinstance(options, Mapping):
+        raise WoveSettingsError(f"{where} must be a dict of its settings, got {options!r}")
+    for key in options:
+        if key not in ENVIRONMENT_DEFAULTS:
+            close = difflib.get_close_matches(str(key), ENVIRONMENT_DEFAULTS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise WoveSettingsError(
+                f"{where} has an unknown key {key!r}{hint} Known keys: "
+                + ", ".join(ENVIRONMENT_DEFAULTS)
+            )
+    values = {**ENVIRONMENT_DEFAULTS, **options}
+    if values["ENGINE"] != "celery":
+        raise WoveSettingsError(f"{where}['ENGINE'] must be 'celery', got {values['ENGINE']!r}")
+    keys = values["KEYS"]
+    if keys is None:
+        keys = [django_settings.SECRET_KEY, *getattr(django_settings, "SECRET_KEY_FALLBACKS", ())]
+    try:
+        from wove.contrib.celery import CeleryEnv
+    except ImportError as exc:
+        raise WoveSettingsError(
+            f'{where} needs Celery: pip install "wove[celery]" ({exc})'
+        ) from exc
+    try:
+        return CeleryEnv(
+            values["APP"],
+            keys=keys,
+            max_age=values["MAX_AGE"],
+            max_payload=values["MAX_PAYLOAD"],
+            queue=values["QUEUE"],
+            terminate_on_cancel=values["TERMINATE_ON_CANCEL"],
+        )
+    except WoveError as exc:
+        default = " (KEYS defaults to SECRET_KEY)" if values["KEYS"] is None else ""
+        raise WoveSettingsError(f"{where}{default}: {exc}") from exc
 
 
 def _reload(*, setting: str, **_: object) -> None:
