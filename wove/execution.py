@@ -190,10 +190,13 @@ def run_detached(recipe: Recipe, on_done: background.OnDone | None) -> int:
 
 def detach_remote(recipe: Recipe, on_done: background.OnDone | None) -> str:
     """Enqueue the weave in its remote environment, where it runs wholly (its tasks run
-    locally on the worker, then ``on_done``); its id there."""
+    locally on the worker, then ``on_done``); its id there. It is planned here first:
+    a weave that cannot run (an unresolved name, a cycle) raises at the end of its
+    block, and nothing is enqueued."""
     assert recipe.env is not None
     env = environments.get_env(recipe.env)
     there = replace(recipe, specs=environments.local(recipe.specs), env=None)
+    build_graph(there.specs, there.data)  # a weave that cannot run raises here, not there
     weave = environments.DetachedWeave(
         origin=recipe.origin,
         run=functools.partial(run_detached, there, on_done),

@@ -94,12 +94,16 @@ class ResultWaiter:
             dropped, self._dropped = self._dropped, []
         for task_id, deliver in new:
             result: AsyncResult | None = None
-            if pushed:
-                result = AsyncResult(task_id, backend=backend, app=self._app)
-                result.then(self._on_ready)  # subscribes
-            self._pending[task_id] = (deliver, result)
-            # Stored before the subscription? Then it is here already.
-            self._check(backend, task_id)
+            try:
+                if pushed:
+                    result = AsyncResult(task_id, backend=backend, app=self._app)
+                    result.then(self._on_ready)  # subscribes
+                self._pending[task_id] = (deliver, result)
+                # Stored before the subscription? Then it is here already.
+                self._check(backend, task_id)
+            except Exception as error:  # the backend is unreachable: the caller hears it
+                self._pending.pop(task_id, None)
+                deliver(states.FAILURE, error, None)
         for task_id in dropped:
             entry = self._pending.pop(task_id, None)
             if entry is not None and entry[1] is not None:
