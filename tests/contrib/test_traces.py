@@ -599,3 +599,12 @@ def test_detached_work_has_no_response_and_is_not_shown_as_failed_unless_it_fail
     assert "no response" not in page
     assert page.count('<tr class="failed">') == 1
     assert '<span class="status-code s-detached">failed</span>' in page
+
+
+def test_a_remote_task_is_drawn_in_the_remote_lane_colour_with_its_worker() -> None:
+    record = _fake("royalties", 0.1, 0.4, lane="remote", extra={"worker": "celery@box"})
+    fragment = waterfall_fragment([_trace(record)])
+    assert 'class="bar lane-remote status-ok"' in fragment
+    assert "remote task (worker)" in fragment  # the legend names the lane
+    assert f"--remote:{traces.waterfall.COLOURS['remote']}" in fragment
+    assert ".bar.lane-remote{--lane:var(--remote)}" in fragment.replace(" ", "")

@@ -85,6 +85,7 @@ def _legend() -> str:
         ("lane-thread status-ok", "sync task (thread)"),
         ("lane-caller status-ok", "sync task (caller's thread)"),
         ("lane-loop status-ok", "async task"),
+        ("lane-remote status-ok", "remote task (worker)"),
     ]
     keys += [(f"lane-thread status-{s}", s) for s in _STATUSES[1:]]
     items = "".join(
@@ -274,6 +275,7 @@ COLOURS = {
     "thread": "#2563eb",
     "loop": "#0d9488",
     "caller": "#7c3aed",
+    "remote": "#db2777",
     "error": "#dc2626",
     "timeout": "#d97706",
     "cancelled": "#9ca3af",
@@ -330,6 +332,7 @@ background-size:var(--tick) 100%}
 .bar.lane-thread{--lane:var(--thread)}
 .bar.lane-loop{--lane:var(--loop)}
 .bar.lane-caller{--lane:var(--caller)}
+.bar.lane-remote{--lane:var(--remote)}
 .bar.status-error{background:var(--error);box-shadow:inset 0 -3px var(--lane)}
 .bar.status-timeout{background:var(--timeout);box-shadow:inset 0 -3px var(--lane)}
 .bar.status-cancelled{background:repeating-linear-gradient(135deg,var(--cancelled) 0 3px,
