@@ -141,6 +141,11 @@ def route(
         env = weave_env if options is NO_OPTIONS or options.env is UNSET else options.env
         if env is None:
             continue
+        if options.thread_sensitive is True:  # (with its own env= it was refused already)
+            raise InvalidOptionError(
+                f"task {name!r} is thread_sensitive=True, but weave(env={env!r}) sends it to "
+                f"a worker, which has no caller's thread; give it env=None to keep it here"
+            )
         if routed is None:
             routed = dict(specs)
         remote = RemoteTask(get_env(env), spec, origin)

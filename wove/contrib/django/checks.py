@@ -9,6 +9,8 @@ from django.apps import AppConfig
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register
 
+from wove import WoveError
+
 from . import conf
 
 MIDDLEWARE_PATH = "wove.contrib.django.middleware.WoveMiddleware"
@@ -19,10 +21,22 @@ def check_wove_settings(
     app_configs: Sequence[AppConfig] | None, **kwargs: Any
 ) -> Sequence[CheckMessage]:
     try:
-        conf.wove_settings()
+        options = conf.wove_settings()
     except conf.WoveSettingsError as exc:
         return [Error(str(exc), hint="See docs/django.md for every key.", id="wove.E001")]
-    return []
+    errors: list[CheckMessage] = []
+    for name, env in options.environments.items():
+        try:
+            getattr(env, "app", None)  # a Celery app given by its dotted path is imported
+        except WoveError as exc:
+            errors.append(
+                Error(
+                    f"settings.WOVE['ENVIRONMENTS'][{name!r}]['APP']: {exc}",
+                    hint="See docs/celery.md.",
+                    id="wove.E001",
+                )
+            )
+    return errors
 
 
 @register()

@@ -228,7 +228,8 @@ def _environment(name: object, options: object) -> RemoteEnv:
 
 def _reload(*, setting: str, **_: object) -> None:
     global _loaded, _generation
-    if setting in ("WOVE", "DEBUG"):
+    # The environments' default keys are SECRET_KEY and its fallbacks.
+    if setting in ("WOVE", "DEBUG", "SECRET_KEY", "SECRET_KEY_FALLBACKS"):
         with _loaded_lock:
             _generation += 1
             _loaded = None
