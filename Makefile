@@ -5,7 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint types unit demo demo-starlette bench venv clean postgres chromium redis
+.PHONY: test lint types unit demo demo-starlette demo-worker demo-worker-stop bench venv clean \
+	postgres chromium redis
 
 venv: $(STAMP)
 
@@ -64,6 +65,49 @@ demo: $(STAMP)
 	$(PY) example_project/manage.py migrate --noinput --verbosity 0
 	$(PY) example_project/manage.py seed
 	$(PY) example_project/manage.py runserver $(DEMO_ADDR) --noreload
+
+# A Celery worker for the bookshop's royalty page (/authors/<slug>/royalties/), whose
+# statement task runs on it (@w.do(env="celery")). First a Redis (the broker and result
+# backend) on 127.0.0.1:$(DEMO_REDIS_PORT), without persistence, in the background, its
+# pid and log in /tmp, started only if nothing answers there yet; then, in the
+# foreground, `celery -A bookshop worker` from example_project/, with the same settings
+# and database as `make demo`. Run `make demo` in another terminal and open the royalty
+# page (`make demo` sends to redis://127.0.0.1:6390/0 by default; with another
+# DEMO_REDIS_PORT, give it CELERY_BROKER_URL=redis://127.0.0.1:<port>/0 too). Ctrl-C
+# stops the worker; `make demo-worker-stop` stops the Redis started here.
+DEMO_REDIS_PORT ?= 6390
+DEMO_REDIS_PIDFILE := /tmp/wove-demo-redis-$(DEMO_REDIS_PORT).pid
+DEMO_REDIS_LOG := /tmp/wove-demo-redis-$(DEMO_REDIS_PORT).log
+DEMO_REDIS_PING := $(abspath $(PY)) -c "import socket, sys; \
+	s = socket.create_connection(('127.0.0.1', $(DEMO_REDIS_PORT)), 1); s.settimeout(1); \
+	s.sendall(b'PING\r\n'); sys.exit(not s.recv(64).startswith(b'+PONG'))"
+demo-worker: $(STAMP) redis
+	@if $(DEMO_REDIS_PING) 2>/dev/null; then \
+		echo "Redis already answers on 127.0.0.1:$(DEMO_REDIS_PORT)"; \
+	else \
+		redis-server --port $(DEMO_REDIS_PORT) --bind 127.0.0.1 --save "" --appendonly no \
+			--dir /tmp --daemonize yes --pidfile $(DEMO_REDIS_PIDFILE) \
+			--logfile $(DEMO_REDIS_LOG) || exit 1; \
+		for i in $$(seq 50); do $(DEMO_REDIS_PING) 2>/dev/null && break; sleep 0.1; done; \
+		$(DEMO_REDIS_PING) 2>/dev/null || { echo "Redis did not start: see $(DEMO_REDIS_LOG)"; exit 1; }; \
+		echo "Started Redis on 127.0.0.1:$(DEMO_REDIS_PORT), pid $$(cat $(DEMO_REDIS_PIDFILE))" \
+			'(`make demo-worker-stop` stops it)'; \
+	fi
+	@echo 'A worker of the bookshop'"'"'s Celery app. With `make demo` in another terminal, open'
+	@echo 'http://127.0.0.1:8000/authors/charles-dickens/royalties/ . Ctrl-C stops the worker.'
+	cd example_project && CELERY_BROKER_URL=redis://127.0.0.1:$(DEMO_REDIS_PORT)/0 \
+		CELERY_RESULT_BACKEND=redis://127.0.0.1:$(DEMO_REDIS_PORT)/0 \
+		$(abspath $(VENV))/bin/celery -A bookshop worker --loglevel=INFO --concurrency=2
+
+# Stops the Redis that `make demo-worker` started (by the pid in its pidfile).
+demo-worker-stop:
+	@if [ -f $(DEMO_REDIS_PIDFILE) ]; then \
+		pid=$$(cat $(DEMO_REDIS_PIDFILE)); \
+		if [ "$$(cat /proc/$$pid/comm 2>/dev/null)" = redis-server ]; then \
+			kill $$pid && echo "Stopped Redis (pid $$pid) on 127.0.0.1:$(DEMO_REDIS_PORT)"; \
+		else echo "Redis (pid $$pid) was not running"; fi; \
+		rm -f $(DEMO_REDIS_PIDFILE); \
+	else echo "No Redis started by make demo-worker on port $(DEMO_REDIS_PORT)"; fi
 
 # The same bookshop on Starlette (example_project/starlette_app.py, docs/starlette.md),
 # served by uvicorn; its SQLite file is made and seeded at startup. Ctrl-C stops it.

@@ -4,17 +4,30 @@ Its ``check``, ``migrate`` and ``seed`` run against a temporary SQLite file, the
 script fetches every page and places an order in each detach mode with Django's test
 client. All of it runs in subprocesses, because this pytest session has no Django
 configured (tests/django is the other session).
+
+The royalty page sends one task to Celery (``make demo-worker``): it is fetched with a
+real Redis (tests/celery/redisserver.py) and a real worker of the bookshop's Celery app
+(tests/celery/worker.py), both on the same temporary database and stopped by PID
+afterwards; then with a Redis but no worker, and with no Redis at all, when it must
+answer at once with the ``make demo-worker`` hint.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "celery"))
+from redisserver import RedisServer, free_port, start_redis
+from worker import start_worker
 
 pytestmark = [
     pytest.mark.slow,
@@ -113,3 +126,177 @@ def test_example_project_checks_migrates_seeds_and_serves(tmp_path: Path) -> Non
     assert "added 6 authors, 28 books" in manage("manage.py", "seed", env=env)
     assert "all there already" in manage("manage.py", "seed", env=env)
     assert "pages ok" in manage("-c", PAGES, env=env)
+
+
+# --- the royalty page: one task on a Celery worker ------------------------------------------
+
+needs_celery = pytest.mark.skipif(
+    not all(importlib.util.find_spec(name) for name in ("celery", "redis")),
+    reason="needs Celery and redis-py (the test extra)",
+)
+
+ROYALTIES = r"""
+import json
+import os
+import time
+
+import django
+
+django.setup()
+
+from django.test import Client
+
+client = Client()
+started = time.monotonic()
+page = client.get("/authors/charles-dickens/royalties/")
+elapsed = time.monotonic() - started
+html = page.content.decode()
+print(json.dumps({"status": page.status_code, "seconds": elapsed, "html": html,
+                  "pid": os.getpid()}))
+"""
+
+
+def royalty_page(env: dict[str, str]) -> dict[str, Any]:
+    """The royalty page fetched by a new process: its status, time, HTML and pid."""
+    answer: dict[str, Any] = json.loads(manage("-c", ROYALTIES, env=env).splitlines()[-1])
+    return answer
+
+
+@pytest.fixture(scope="module")
+def seeded_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The environment of a bookshop on a migrated, seeded temporary SQLite file."""
+    database = tmp_path_factory.mktemp("bookshop") / "db.sqlite3"
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "bookshop.settings",
+        "DATABASE_URL": f"sqlite:///{database}",
+    }
+    manage("manage.py", "migrate", "--noinput", "--verbosity", "0", env=env)
+    manage("manage.py", "seed", env=env)
+    return env
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = start_redis(tmp_path / "redis")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# What the worker is given, as the web process is: the database, the broker.
+WORKER_SETTINGS = (
+    "DJANGO_SETTINGS_MODULE",
+    "DATABASE_URL",
+    "CELERY_BROKER_URL",
+    "CELERY_RESULT_BACKEND",
+)
+
+
+def with_broker(env: dict[str, str], url: str, timeout: float) -> dict[str, str]:
+    return {
+        **env,
+        "CELERY_BROKER_URL": url,
+        "CELERY_RESULT_BACKEND": url,
+        "DEMO_REMOTE_TIMEOUT": str(timeout),
+    }
+
+
+@needs_celery
+def test_the_royalty_page_runs_its_statement_on_a_real_celery_worker(
+    seeded_env: dict[str, str],
+    redis_server: RedisServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    env = with_broker(seeded_env, redis_server.url, timeout=30)
+    # `celery -A bookshop worker`, as `make demo-worker` runs it: start_worker puts the
+    # caller's PYTHONPATH after its own, so the bookshop is importable in the worker.
+    monkeypatch.setenv("PYTHONPATH", str(PROJECT))
+    worker = start_worker(
+        "bookshop",
+        broker_url=redis_server.url,
+        env_extra={key: env[key] for key in WORKER_SETTINGS},
+        directory=tmp_path / "worker",
+        concurrency=2,
+    )
+    try:
+        assert "wove.run" in worker.log_text()  # registered by include=[...]
+        answer = royalty_page(env)
+        assert answer["status"] == 200, answer["html"]
+        html = answer["html"]
+        worker_pid = int(html.split('id="worker-pid">', 1)[1].split("<", 1)[0])
+        server_pid = int(html.split('id="server-pid">', 1)[1].split("<", 1)[0])
+        assert server_pid == answer["pid"]
+        assert worker_pid != server_pid
+        assert worker_pid in worker.group_pids()  # a process of the worker's pool
+        assert "Great Expectations" in html, html
+        assert 'id="royalty-total">&euro;' in html, html
+        assert "Task wove.run" in worker.log_text()
+    finally:
+        worker.stop()
+    assert not worker.group_pids()
+
+
+@needs_celery
+def test_the_royalty_page_without_a_worker_times_out_with_the_worker_hint(
+    seeded_env: dict[str, str], redis_server: RedisServer
+) -> None:
+    answer = royalty_page(with_broker(seeded_env, redis_server.url, timeout=1))
+    assert answer["status"] == 503, answer["html"]
+    assert answer["seconds"] < 10, answer["seconds"]
+    assert "No Celery worker answered within 1 s" in answer["html"], answer["html"]
+    assert "<code>make demo-worker</code>" in answer["html"], answer["html"]
+
+
+@needs_celery
+def test_the_royalty_page_without_a_broker_answers_at_once_with_the_worker_hint(
+    seeded_env: dict[str, str],
+) -> None:
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    answer = royalty_page(with_broker(seeded_env, nowhere, timeout=30))
+    assert answer["status"] == 503, answer["html"]
+    assert answer["seconds"] < 5, answer["seconds"]  # not the 30 s timeout
+    assert "cannot be reached" in answer["html"], answer["html"]
+    assert "<code>make demo-worker</code>" in answer["html"], answer["html"]
+
+
+# Run first: Celery, kombu, billiard and redis-py cannot be found, as after
+# `pip install "wove[django]"` alone.
+WITHOUT_CELERY = r"""
+import sys
+
+HIDDEN = ("celery", "kombu", "billiard", "redis")
+
+
+class Hide:
+    def __init__(self, finder):
+        self.finder = finder
+
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in HIDDEN:
+            return None
+        return self.finder.find_spec(name, path, target)
+
+
+sys.meta_path[:] = [Hide(finder) for finder in sys.meta_path]
+"""
+
+ROYALTIES_WITHOUT_CELERY = r"""
+assert not [name for name in sys.modules if name.partition(".")[0] in HIDDEN], sys.modules
+page = client.get("/authors/jane-austen/royalties/")
+assert page.status_code == 503, page.status_code
+assert b"Celery is not installed here" in page.content, page.content
+assert b"<code>make demo-worker</code>" in page.content, page.content
+print("royalties hint ok")
+"""
+
+
+def test_the_bookshop_serves_every_page_without_celery_installed(
+    seeded_env: dict[str, str],
+) -> None:
+    env = {**seeded_env, "DEMO_RECEIPT_SECONDS": "0.05"}
+    out = manage("-c", WITHOUT_CELERY + PAGES + ROYALTIES_WITHOUT_CELERY, env=env)
+    assert "pages ok" in out
+    assert "royalties hint ok" in out

@@ -17,9 +17,13 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
+from bookshop import CELERY_INSTALLED as _celery_installed  # not a setting
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-SECRET_KEY = "wove-example-project-not-secret"
+# It also signs the envelopes of the tasks sent to Celery (the KEYS of WOVE's remote
+# environments default to SECRET_KEY), which needs 32 bytes or more.
+SECRET_KEY = "wove-example-project-not-secret-public-demo-key"
 DEBUG = True
 ALLOWED_HOSTS = ["127.0.0.1", "localhost", "[::1]", "testserver"]
 USE_TZ = True
@@ -59,6 +63,29 @@ WOVE = {
     "TRACE_STORE_SIZE": 50,
     "DETACH_MODE": "thread",
 }
+
+# Celery (bookshop/celery.py), only when it and its Redis client are installed (the
+# `test` extra, or `pip install "wove[celery]" "celery[redis]"`): `make demo-worker`
+# starts a Redis on 127.0.0.1:6390 and a worker, and the royalty page
+# (/authors/<slug>/royalties/) sends one task to it. `make demo` needs none of it.
+if _celery_installed:
+    # The same URL for `make demo` and `make demo-worker`; set CELERY_BROKER_URL for
+    # both to use another Redis.
+    CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6390/0")
+    CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND", CELERY_BROKER_URL)
+    CELERY_TASK_SERIALIZER = "json"  # Wove's envelopes are JSON objects
+    CELERY_RESULT_SERIALIZER = "json"
+    CELERY_ACCEPT_CONTENT = ["json"]
+    CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True  # the worker waits for its Redis
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+    CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+    # The remote environment "celery": @w.do(env="celery") sends a task to this app's
+    # workers. Its keys default to SECRET_KEY: the worker runs these settings too.
+    WOVE["ENVIRONMENTS"] = {"celery": {"APP": "bookshop.celery.app"}}
+
+# How long the royalty page waits for its remote task before it says that no worker
+# answered (it is sent with this timeout, and dropped by a worker that comes later).
+DEMO_REMOTE_TIMEOUT = float(os.environ.get("DEMO_REMOTE_TIMEOUT", "5"))
 
 
 def database_from_url(url: str) -> dict[str, Any]:

@@ -3,6 +3,8 @@
 - ``/authors/<slug>/``: the author page built twice, sequentially and with Wove, with
   both timelines side by side;
 - ``/authors/<slug>/sequential/`` and ``/authors/<slug>/wove/``: each version alone;
+- ``/authors/<slug>/royalties/``: the royalty statement, one task of it on a Celery
+  worker (``@w.do(env="celery")``; ``make demo-worker`` starts one);
 - ``/orders/``: placing an order detaches the receipt (``wove.contrib.django.detach``);
 - ``/wove/`` (wove.contrib.django.urls): the trace of every recent request.
 """
@@ -15,13 +17,14 @@ from decimal import Decimal
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 
 import wove
-from wove import weave
+from wove import TaskTimeout, weave
 from wove.contrib.django import detach
 
 from .lookups import (
@@ -35,6 +38,7 @@ from .lookups import (
 )
 from .models import Author, Book, Order
 from .receipts import send_receipt
+from .royalties import Statement, royalty_statement
 from .timeline import Stopwatch, Timeline, from_records
 
 
@@ -149,6 +153,97 @@ def _author_alone(
     )
     response["X-Author-Page-Ms"] = f"{timeline.total_ms:.1f}"  # for curl -I
     return response
+
+
+# --- royalties: one task on a Celery worker -----------------------------------------------
+
+WORKER_HINT = "make demo-worker"  # starts a Redis and a worker (see the Makefile)
+
+
+def author_royalties(request: HttpRequest, slug: str) -> HttpResponse:
+    """The author's royalty statement, computed on a Celery worker.
+
+    The author, the books and their prices are looked up here, at the same time, as on
+    the author page; ``statement``, the heavy report, runs on a worker of the bookshop's
+    Celery app (``env="celery"``, configured in ``WOVE["ENVIRONMENTS"]``). It is sent
+    book ids and prices, plain values, and queries the database on the worker
+    (catalog/royalties.py). Its value comes back into this weave like any task's, and
+    ``page`` starts when it has. With no worker or no Redis, the page says how to start
+    them instead of waiting: the task has a ``timeout``.
+    """
+    if "celery" not in settings.WOVE.get("ENVIRONMENTS", {}):
+        return _royalties_unavailable(
+            request,
+            slug,
+            "Celery is not installed here",
+            'install them (pip install "wove[celery]" "celery[redis]"), then run',
+        )
+    started = time.perf_counter()
+    try:
+        with weave(slug=slug) as w:
+
+            @w.do
+            def author(slug: str) -> Author:
+                return author_named(slug)
+
+            @w.do
+            def books(slug: str) -> list[Book]:
+                return books_by(slug)
+
+            @w.do("books")
+            def prices(book: Book) -> Decimal:
+                return price_of(book.isbn)
+
+            @w.do
+            def list_prices(books: list[Book], prices: list[Decimal]) -> dict[int, Decimal]:
+                return {book.pk: price for book, price in zip(books, prices, strict=True)}
+
+            @w.do(env="celery", timeout=settings.DEMO_REMOTE_TIMEOUT)
+            def statement(list_prices: dict[int, Decimal]) -> Statement:
+                return royalty_statement(list_prices)  # on a worker, with its own queries
+
+            @w.do
+            def page(author: Author, statement: Statement) -> dict[str, Any]:
+                return {"author": author, "statement": statement}
+
+    except TaskTimeout:
+        return _royalties_unavailable(
+            request,
+            slug,
+            f"No Celery worker answered within {settings.DEMO_REMOTE_TIMEOUT:g} s",
+            "in another terminal, run",
+        )
+    except _broker_errors() as error:
+        return _royalties_unavailable(
+            request,
+            slug,
+            f"Celery's broker, {_broker_url()}, cannot be reached ({type(error).__name__})",
+            "in another terminal, run",
+        )
+    context = {
+        **w.result.page,
+        "server_pid": os.getpid(),
+        "elapsed_ms": (time.perf_counter() - started) * 1000,
+    }
+    return render(request, "catalog/royalties.html", context)
+
+
+def _royalties_unavailable(request: HttpRequest, slug: str, why: str, fix: str) -> HttpResponse:
+    context = {"slug": slug, "why": why, "fix": fix, "hint": WORKER_HINT, "broker": _broker_url()}
+    return render(request, "catalog/royalties_unavailable.html", context, status=503)
+
+
+def _broker_url() -> str:
+    url = str(getattr(settings, "CELERY_BROKER_URL", ""))
+    return url.rpartition("@")[2]  # without a password, if it has one
+
+
+def _broker_errors() -> tuple[type[BaseException], ...]:
+    """What sending to an unreachable Redis raises (only asked once Celery is in use)."""
+    from kombu.exceptions import OperationalError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    return (OperationalError, RedisConnectionError, ConnectionError)
 
 
 # --- orders: the receipt is sent after the response ---------------------------------------

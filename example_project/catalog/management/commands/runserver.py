@@ -12,6 +12,7 @@ PAGES = (
     ("authors/{slug}/", "the author page, sequential and with Wove, timed side by side"),
     ("authors/{slug}/sequential/", "the sequential version alone"),
     ("authors/{slug}/wove/", "the Wove version alone (Server-Timing in the network panel)"),
+    ("authors/{slug}/royalties/", "one task on a Celery worker (`make demo-worker` starts one)"),
     ("orders/", "place an order: its receipt is detached, sent after the response"),
     ("wove/", "Wove's trace pages: a waterfall of every recent request"),
 )
