@@ -28,6 +28,8 @@ class RemoteCall:
     task: str
     function: Callable[..., Any]
     kwargs: Mapping[str, Any]
+    #: The name the environment is registered under (a worker looks it up by name).
+    env: str
     #: The task's ``timeout=`` (the caller stops waiting then; an engine may also drop
     #: the call if it is still queued by that time).
     timeout: float | None
@@ -42,9 +44,13 @@ class DetachedWeave:
 
     origin: str
     run: Callable[[], int]
-    #: The weave's task functions and keyword values, to say what a payload carries.
+    #: The name the environment is registered under.
+    env: str
+    #: The weave's task functions, keyword values and ``on_done`` (inside ``run``), to
+    #: say what a payload carries.
     tasks: Mapping[str, Callable[..., Any]]
     data: Mapping[str, Any]
+    on_done: Callable[..., Any] | None = None
 
 
 @runtime_checkable
@@ -112,17 +118,18 @@ def get_env(name: str) -> RemoteEnv:
 class RemoteTask:
     """A task's function, routed: calling it returns a coroutine awaiting the env."""
 
-    __slots__ = ("env", "function", "origin", "task", "timeout")
+    __slots__ = ("env", "function", "name", "origin", "task", "timeout")
 
-    def __init__(self, env: RemoteEnv, spec: TaskSpec, origin: str) -> None:
+    def __init__(self, env: RemoteEnv, name: str, spec: TaskSpec, origin: str) -> None:
         self.env = env
+        self.name = name
         self.task = spec.name
         self.function = spec.function
         self.timeout = spec.timeout
         self.origin = origin
 
     async def __call__(self, **kwargs: Any) -> Any:
-        call = RemoteCall(self.task, self.function, kwargs, self.timeout, self.origin)
+        call = RemoteCall(self.task, self.function, kwargs, self.name, self.timeout, self.origin)
         return await self.env.run(call)
 
 
@@ -148,7 +155,7 @@ def route(
             )
         if routed is None:
             routed = dict(specs)
-        remote = RemoteTask(get_env(env), spec, origin)
+        remote = RemoteTask(get_env(env), env, spec, origin)
         routed[name] = spec._replace(
             function=remote, is_async=True, options=replace(options, env=env)
         )

@@ -200,8 +200,10 @@ def detach_remote(recipe: Recipe, on_done: background.OnDone | None) -> str:
     weave = environments.DetachedWeave(
         origin=recipe.origin,
         run=functools.partial(run_detached, there, on_done),
+        env=recipe.env,
         tasks={name: spec.function for name, spec in recipe.specs.items()},
         data=recipe.data,
+        on_done=on_done,
     )
     return env.detach(weave)
 

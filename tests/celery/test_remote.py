@@ -178,7 +178,9 @@ def test_a_failing_weave_revokes_and_stops_its_running_remote_task(
 
     task_id = started.read_text()
     result = AsyncResult(task_id, app=celery_app)
-    wait_for(lambda: result.state == "REVOKED", what="the remote task to be revoked")
+    wait_for(
+        lambda: result.state == "REVOKED", what=f"the remote task to be revoked ({result.state})"
+    )
     time.sleep(0.5)
     assert not finished.exists()
 
@@ -301,7 +303,9 @@ def test_a_tampered_envelope_is_refused_by_the_worker_and_never_run(
     genuine = seal(env.keyring, "call", task_id, _call_body(harmless))
     forged = dict(genuine)  # the genuine signature over another body
     forged["body"] = seal(env.keyring, "call", task_id, _call_body(malicious))["body"]
-    celery_app.send_task(TASK_NAME, args=[forged], task_id=task_id, ignore_result=True)
+    celery_app.send_task(
+        TASK_NAME, args=[forged], kwargs={"env": "celery"}, task_id=task_id, ignore_result=True
+    )
 
     result = AsyncResult(task_id, app=celery_app)
     wait_for(lambda: result.state == "FAILURE", what="the worker to refuse the envelope")
@@ -325,7 +329,9 @@ def test_an_expired_envelope_is_refused_by_the_worker(
     task_id = "expired-" + os.urandom(4).hex()
     old = time.time() - env.max_age - 10
     envelope = seal(env.keyring, "call", task_id, _call_body(writes), now=old)
-    celery_app.send_task(TASK_NAME, args=[envelope], task_id=task_id, ignore_result=True)
+    celery_app.send_task(
+        TASK_NAME, args=[envelope], kwargs={"env": "celery"}, task_id=task_id, ignore_result=True
+    )
 
     result = AsyncResult(task_id, app=celery_app)
     wait_for(lambda: result.state == "FAILURE", what="the worker to refuse the envelope")

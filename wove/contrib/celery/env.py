@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
-import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
@@ -25,7 +24,8 @@ from wove.environments import DetachedWeave, RemoteCall
 
 from . import capture, replies
 from .envelope import EnvelopeError, Keyring, open_envelope, seal
-from .results import waiter_for
+from .results import json_backend, waiter_for
+from .sending import send_soon
 
 logger: Final = logging.getLogger("wove")
 
@@ -35,8 +35,8 @@ TASK_NAME: Final = "wove.run"
 CALL: Final = "call"
 WEAVE: Final = "weave"
 REPLY: Final = "reply"
-
-_instances: weakref.WeakSet[CeleryEnv] = weakref.WeakSet()
+#: The state delivered for a call the broker did not take (its exception re-raised).
+UNSENT: Final = "WOVE-UNSENT"
 
 
 class CeleryEnv:
@@ -92,7 +92,6 @@ class CeleryEnv:
         self._app_config = app
         self._app: Celery | None = app if isinstance(app, Celery) else None
         self._checked = False
-        _instances.add(self)
 
     def __repr__(self) -> str:
         app = self._app.main if self._app is not None else self._app_config
@@ -120,24 +119,28 @@ class CeleryEnv:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[tuple[str, Any, str | None]] = loop.create_future()
 
-        def deliver(state: str, value: Any, traceback: str | None) -> None:  # waiter thread
+        def deliver(state: str, value: Any, traceback: str | None) -> None:  # any thread
             try:
                 loop.call_soon_threadsafe(_settle, future, (state, value, traceback))
             except RuntimeError:  # the loop closed: nobody waits any more
                 pass
 
         waiter = waiter_for(app)
-        waiter.expect(task_id, deliver)
-        try:
-            self._send(app, task_id, envelope, expires=call.timeout)
-        except BaseException:
-            waiter.drop(task_id)
-            raise
+        waiter.expect(task_id, deliver)  # before sending: the reply cannot be missed
+
+        def send() -> None:  # on the sending thread: the loop never waits for the broker
+            try:
+                self._send(app, task_id, envelope, call.env, expires=call.timeout)
+            except Exception as error:
+                waiter.drop(task_id)
+                deliver(UNSENT, error, None)
+
+        send_soon(send)
         try:
             state, value, traceback = await future
         except asyncio.CancelledError:  # the weave failed, or the task timed out
             waiter.drop(task_id)
-            self._revoke(app, task_id)
+            send_soon(lambda: self._revoke(app, task_id))  # after its send, in order
             raise
         return self._outcome(call.task, task_id, state, value, traceback)
 
@@ -149,13 +152,17 @@ class CeleryEnv:
             what=f"the envelope for the weave at {weave.origin}",
             parts=lambda: _weave_parts(weave),
         )
-        self._send(self.app, task_id, seal(self.keyring, WEAVE, task_id, body), expires=None)
+        envelope = seal(self.keyring, WEAVE, task_id, body)
+        self._send(self.app, task_id, envelope, weave.env, expires=None)
         return task_id
 
-    def _send(self, app: Celery, task_id: str, envelope: object, expires: float | None) -> None:
+    def _send(
+        self, app: Celery, task_id: str, envelope: object, env: str, expires: float | None
+    ) -> None:
         app.send_task(
             TASK_NAME,
             args=[envelope],
+            kwargs={"env": env},
             task_id=task_id,
             queue=self.queue,
             expires=expires,
@@ -190,6 +197,8 @@ class CeleryEnv:
             result, info = replies.outcome(task, task_id, body)
             annotate(celery_task=task_id, worker=info.get("worker"))
             return result
+        if state == UNSENT:  # the broker refused it: nothing ran
+            raise value
         if state == states.REVOKED:
             raise RemoteTaskError(
                 task, "TaskRevokedError", f"Celery task {task_id} was revoked", None
@@ -206,9 +215,8 @@ class CeleryEnv:
         """The app, its result backend checked once: Wove needs one any thread reads."""
         app = self.app
         if not self._checked:
-            backend = app.backend
-            kind = type(backend).__name__
-            if kind == "DisabledBackend":
+            kind = type(json_backend(app)).__name__ if app.conf.result_backend else ""
+            if kind in ("", "DisabledBackend"):
                 raise InvalidOptionError(
                     f"Celery app {app.main!r} has no result backend, and a remote task's "
                     f"result comes back through it: set result_backend (e.g. "
@@ -231,6 +239,10 @@ def _settle(future: asyncio.Future[Any], outcome: Any) -> None:
 
 def _weave_parts(weave: DetachedWeave) -> list[tuple[str, object]]:
     parts = [(f"keyword {name!r}", value) for name, value in weave.data.items()]
+    if weave.on_done is not None:
+        parts += [
+            (f"on_done: {label}", part) for label, part in capture.function_parts(weave.on_done, {})
+        ]
     for name, function in weave.tasks.items():
         parts += [
             (f"task {name!r}: {label}", part)
@@ -257,11 +269,3 @@ def _load_app(config: Celery | str | None) -> Celery:
     if not isinstance(app, Celery):
         raise InvalidOptionError(f"{config!r} is a {type(app).__name__}, not a Celery app")
     return app
-
-
-def env_for_key(key_id: object) -> CeleryEnv | None:
-    """The environment of this process whose keys include ``key_id`` (for the worker)."""
-    for env in list(_instances):
-        if isinstance(key_id, str) and env.keyring.secret(key_id) is not None:
-            return env
-    return None

@@ -50,22 +50,36 @@ _FIELD_LIST: Final = ", ".join(sorted(_FIELDS))
 _MAX_TIME: Final = 1e12
 
 Reason = Literal[
-    "malformed", "version", "kind", "unknown-key", "signature", "expired", "future", "message-id"
+    "malformed",
+    "version",
+    "kind",
+    "unknown-key",
+    "signature",
+    "expired",
+    "future",
+    "message-id",
+    "unknown-env",
+    "replay",
 ]
 
 
 class EnvelopeError(WoveError, ValueError):
     """An envelope was refused; ``reason`` says which check failed (one of
     ``"malformed"``, ``"version"``, ``"kind"``, ``"unknown-key"``, ``"signature"``,
-    ``"expired"``, ``"future"``, ``"message-id"``). The body was not returned."""
+    ``"expired"``, ``"future"``, ``"message-id"``; on a worker also ``"unknown-env"``
+    and ``"replay"``). The body was not returned."""
 
     def __init__(self, reason: Reason, message: str) -> None:
-        super().__init__(message)
+        # Both in args: Celery rebuilds a stored failure as ``cls(*args)``.
+        super().__init__(reason, message)
         self.reason: Reason = reason
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
 
     def __reduce__(self) -> tuple[type[EnvelopeError], tuple[Reason, str]]:
-        # Celery pickles exceptions that cross processes: rebuild with both arguments.
-        return (type(self), (self.reason, str(self)))
+        return (type(self), (self.reason, self.message))
 
 
 def derive_key_id(secret: bytes) -> str:

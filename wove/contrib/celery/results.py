@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from celery import Celery, states
+from celery.app.backends import by_url
 from celery.result import AsyncResult
 
 from wove.lanes import start_service
@@ -70,7 +71,7 @@ class ResultWaiter:
     # --- the waiter's thread ---------------------------------------------------------
 
     def _serve(self) -> None:
-        backend = self._app.backend  # this thread's instance
+        backend = json_backend(self._app)  # this thread's own
         pushed = bool(getattr(backend, "is_async", False))
         while True:
             try:
@@ -147,6 +148,23 @@ class ResultWaiter:
             logger.exception("wove: delivering the result of Celery task %s failed", task_id)
 
 
+def json_backend(app: Celery) -> Any:
+    """A result backend of ``app`` (same class and URL) that writes and reads JSON only.
+
+    Wove's replies are JSON objects (sealed envelopes). Reading them with a backend that
+    accepts only JSON means nothing stored under a task id, whatever the app's
+    ``result_serializer`` and ``accept_content``, is ever unpickled before the envelope
+    is verified. One instance per thread: Celery's backends are not thread-safe.
+    """
+    cache: dict[int, Any] = _local.__dict__.setdefault("backends", {})
+    backend = cache.get(id(app))
+    if backend is None:
+        cls, url = by_url(app.conf.result_backend, app.loader)
+        backend = cache[id(app)] = cls(app=app, url=url, serializer="json", accept=["json"])
+    return backend
+
+
+_local = threading.local()
 _waiters: dict[int, ResultWaiter] = {}
 _waiters_lock = threading.Lock()
 
@@ -161,8 +179,9 @@ def waiter_for(app: Celery) -> ResultWaiter:
 
 
 def _forget_in_child() -> None:
-    global _waiters_lock
+    global _waiters_lock, _local
     _waiters_lock = threading.Lock()
+    _local = threading.local()  # the parent's backends' connections are not ours
     _waiters.clear()  # their threads did not survive the fork
 
 

@@ -18,62 +18,90 @@ import socket
 import time
 from typing import Any, Final, cast
 
+from billiard.common import terminate_handler_fired
 from celery import Task, shared_task, states
+from celery.exceptions import Ignore
+
+from wove import InvalidOptionError
+from wove.environments import get_env
 
 from . import capture, replies
-from .env import CALL, REPLY, TASK_NAME, WEAVE, CeleryEnv, env_for_key
+from .env import CALL, REPLY, TASK_NAME, WEAVE, CeleryEnv
 from .envelope import EnvelopeError, open_envelope, seal
+from .results import json_backend
 
 logger: Final = logging.getLogger("wove")
 
 
-def _run(self: Task, envelope: Any) -> None:
+def _run(self: Task, envelope: Any, env: str | None = None) -> None:
     """Verify ``envelope``, run what it holds, and store the sealed reply."""
     task_id = self.request.id
-    env, kind, body = _opened(envelope, task_id)
+    remote, kind, body = _opened(envelope, env, task_id)
+    # (A detached weave needs no result backend; a call's reply travels through it.)
+    backend = json_backend(self.app) if self.app.conf.result_backend else None
+    if backend is not None:
+        _claim(backend, task_id, self.request)
     if kind == WEAVE:
         run, origin = cast(tuple[Any, str], capture.loads(body))
         logger.info("wove: running the detached weave at %s (Celery task %s)", origin, task_id)
-        run()  # logs its own failure, calls on_done
+        status = run()  # logs its own failure, calls on_done
+        reply = replies.ok_body("the detached weave", status, _info(self), remote.max_payload)
+        _store(backend, remote, task_id, reply, self.request)
         return
     function, kwargs, task, origin = cast(tuple[Any, dict[str, Any], str, str], capture.loads(body))
-    info: dict[str, Any] = {"worker": self.request.hostname or socket.gethostname()}
+    info = _info(self)
     start = time.perf_counter()
     try:
         value = function(**kwargs)
         if inspect.isawaitable(value):
             value = asyncio.run(_awaited(value))
-    except Exception as error:
+    # SystemExit and KeyboardInterrupt raised by the task's code are its errors, as for a
+    # local task; they must not end the worker's process. One raised because the pool
+    # process is being terminated (a revoke with terminate=True) goes on up.
+    except (Exception, SystemExit, KeyboardInterrupt) as error:
+        if not isinstance(error, Exception) and terminate_handler_fired():
+            raise
         info["seconds"] = time.perf_counter() - start
         source = origin.rpartition(":")[0]
-        reply = replies.error_body(error, info, env.max_payload, source)
+        reply = replies.error_body(error, info, remote.max_payload, source)
     else:
         info["seconds"] = time.perf_counter() - start
-        reply = replies.ok_body(task, value, info, env.max_payload)
+        reply = replies.ok_body(task, value, info, remote.max_payload)
+    _store(backend, remote, task_id, reply, self.request)
+
+
+def _info(task: Task) -> dict[str, Any]:
+    return {"worker": task.request.hostname or socket.gethostname()}
+
+
+def _store(backend: Any, env: CeleryEnv, task_id: str, reply: bytes, request: Any) -> None:
+    if backend is None:
+        return
     sealed = seal(env.keyring, REPLY, task_id, reply)
-    self.backend.store_result(task_id, sealed, states.SUCCESS, request=self.request)
+    backend.store_result(task_id, sealed, states.SUCCESS, request=request)
 
 
-#: Wove's Celery task: a shared task, so every app importing this module has it. It
-#: stores its own (sealed) reply, so Celery stores nothing else but its failures.
-run_envelope: Final[Any] = shared_task(
-    name=TASK_NAME, bind=True, ignore_result=True, store_errors_even_if_ignored=True
-)(_run)
+def _claim(backend: Any, task_id: str, request: Any) -> None:
+    """Mark the task started; a message whose task already started or ran is a replay
+    (or a duplicate delivery), refused without storing anything over its result."""
+    status = backend.get_task_meta(task_id).get("status")
+    if status != states.PENDING:
+        logger.warning(
+            "wove: refused the envelope of Celery task %s: it already ran (state %s); an "
+            "envelope runs once",
+            task_id,
+            status,
+        )
+        raise Ignore()
+    backend.store_result(task_id, None, states.STARTED, request=request)
 
 
-def _opened(envelope: Any, task_id: str) -> tuple[CeleryEnv, str, bytes]:
+def _opened(envelope: Any, name: str | None, task_id: str) -> tuple[CeleryEnv, str, bytes]:
     """The environment, kind and body of a verified envelope; refused ones raise (and
     are logged), and Celery stores that failure as the task's result."""
-    key_id = envelope.get("kid") if isinstance(envelope, dict) else None
     kind = envelope.get("kind") if isinstance(envelope, dict) else None
-    env = env_for_key(key_id)
     try:
-        if env is None:
-            raise EnvelopeError(
-                "unknown-key",
-                f"no CeleryEnv in this worker knows key id {key_id!r}; configure the same "
-                f"CeleryEnv (same keys) in the worker's process as in the sender's",
-            )
+        env = _environment(name)
         expected = kind if kind in (CALL, WEAVE) else CALL
         body = open_envelope(
             env.keyring, envelope, kind=expected, max_age=env.max_age, message_id=task_id
@@ -84,5 +112,27 @@ def _opened(envelope: Any, task_id: str) -> tuple[CeleryEnv, str, bytes]:
     return env, expected, body
 
 
+def _environment(name: str | None) -> CeleryEnv:
+    try:
+        env = get_env(name) if isinstance(name, str) and name else None
+    except InvalidOptionError:
+        env = None
+    if not isinstance(env, CeleryEnv):
+        raise EnvelopeError(
+            "unknown-env",
+            f"no CeleryEnv is registered as {name!r} in this worker; register the same "
+            f"environments, under the same names and with the same keys, in the worker's "
+            f"process as in the sender's",
+        )
+    return env
+
+
 async def _awaited(awaitable: Any) -> Any:
     return await awaitable
+
+
+#: Wove's Celery task: a shared task, so every app importing this module has it. It
+#: stores its own (sealed) reply, so Celery stores nothing else but its failures.
+run_envelope: Final[Any] = shared_task(
+    name=TASK_NAME, bind=True, ignore_result=True, store_errors_even_if_ignored=True
+)(_run)
