@@ -40,7 +40,7 @@ def _run(self: Task, envelope: Any, env: str | None = None) -> None:
     # (A detached weave needs no result backend; a call's reply travels through it.)
     backend = json_backend(self.app) if self.app.conf.result_backend else None
     if backend is not None:
-        _claim(backend, task_id, self.request)
+        _claim(backend, remote, task_id, self.request)
     if kind == WEAVE:
         run, origin = cast(tuple[Any, str], capture.loads(body))
         logger.info("wove: running the detached weave at %s (Celery task %s)", origin, task_id)
@@ -81,19 +81,30 @@ def _store(backend: Any, env: CeleryEnv, task_id: str, reply: bytes, request: An
     backend.store_result(task_id, sealed, states.SUCCESS, request=request)
 
 
-def _claim(backend: Any, task_id: str, request: Any) -> None:
-    """Mark the task started; a message whose task already started or ran is a replay
-    (or a duplicate delivery), refused without storing anything over its result."""
-    status = backend.get_task_meta(task_id).get("status")
-    if status != states.PENDING:
+def _claim(backend: Any, env: CeleryEnv, task_id: str, request: Any) -> None:
+    """Claim the task id: a message whose task already started or ran is a replay (or a
+    duplicate delivery), refused without storing anything over its result.
+
+    With Redis, one atomic ``SET NX`` (kept as long as an envelope stays valid); with
+    other backends, the task's state is read and STARTED stored (not atomic: two copies
+    delivered at the same instant could both pass)."""
+    client = getattr(backend, "client", None)
+    if type(backend).__name__ == "RedisBackend" and client is not None:  # redis-py optional
+        claimed = client.set(f"wove-claim-{task_id}", b"1", nx=True, ex=int(env.max_age) + 60)
+        status = None if claimed else "claimed"
+    else:
+        status = backend.get_task_meta(task_id).get("status")
+        status = None if status == states.PENDING else status
+        if status is None:
+            backend.store_result(task_id, None, states.STARTED, request=request)
+    if status is not None:
         logger.warning(
-            "wove: refused the envelope of Celery task %s: it already ran (state %s); an "
+            "wove: refused the envelope of Celery task %s: it already ran (%s); an "
             "envelope runs once",
             task_id,
             status,
         )
         raise Ignore()
-    backend.store_result(task_id, None, states.STARTED, request=request)
 
 
 def _opened(envelope: Any, name: str | None, task_id: str) -> tuple[CeleryEnv, str, bytes]:
