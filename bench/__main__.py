@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import blocks, chains, django, latency, mapping, memory
+from . import blocks, celery, chains, django, latency, mapping, memory
 from .harness import MIN_RUNS, Row, Skipped, Workload
 
 WORKLOADS: list[Workload] = [
@@ -27,6 +27,7 @@ WORKLOADS: list[Workload] = [
     *latency.WORKLOADS,
     *memory.WORKLOADS,
     *django.WORKLOADS,
+    *celery.WORKLOADS,
 ]
 HEADERS = ("workload", "wove", "baseline", "ratio", "target", "met?")
 
