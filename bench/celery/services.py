@@ -14,15 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import os
-import secrets
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +28,6 @@ from ..harness import Skipped
 
 REPO = Path(__file__).resolve().parents[2]
 TESTS = REPO / "tests" / "celery"
-START_TIMEOUT = 60.0
 #: The worker of both sides: prefork, two processes (the project's machine and CI have
 #: two cores).
 POOL = "prefork"
@@ -66,65 +60,19 @@ class Services:
 
 
 def start_worker(broker_url: str, directory: Path) -> Any:
-    """``celery -A bench.celery.benchapp worker`` (prefork, concurrency 2, WARNING), ready."""
-    helpers = _helper("worker")
-    label = f"wove-bench-{secrets.token_hex(4)}"
-    name = f"{label}@{socket.gethostname()}"
-    log_path = directory / f"{label}.log"
-    command = [
-        *(sys.executable, "-m", "celery", "-A", "bench.celery.benchapp", "worker"),
-        *("--loglevel=WARNING", f"--concurrency={CONCURRENCY}", f"--pool={POOL}"),
-        *("--without-gossip", "--without-mingle", "--without-heartbeat"),
-        *("-n", name),
-    ]
-    env = dict(os.environ)
-    # The repository first (bench.celery.benchapp, and the same Wove as this process
-    # when it runs from the source tree), then where this process imports Wove from.
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(REPO), *helpers._wove_root(), *filter(None, [os.environ.get("PYTHONPATH")])]
+    """``celery -A bench.celery.benchapp worker`` (prefork, concurrency 2, WARNING: no
+    task is logged), ready once it answers a ping over the broker."""
+    return _helper("worker").start_worker(
+        "bench.celery.benchapp",
+        broker_url=broker_url,
+        env_extra={"WOVE_BENCH_REDIS_URL": broker_url},
+        directory=directory,
+        concurrency=CONCURRENCY,
+        pool=POOL,
+        loglevel="WARNING",
+        cwd=REPO,  # bench.celery.benchapp imports from the repository
+        label_prefix="wove-bench",
     )
-    env["PYTHONUNBUFFERED"] = "1"
-    env["WOVE_BENCH_REDIS_URL"] = broker_url
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            command,
-            cwd=REPO,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # Worker.stop() signals the whole group
-        )
-    worker = helpers.Worker(process, name, log_path, broker_url)
-    try:
-        _wait_until_ready(worker)
-    except BaseException:
-        worker.stop()
-        raise
-    return worker
-
-
-def _wait_until_ready(worker: Any) -> None:
-    from celery import Celery
-
-    deadline = time.monotonic() + START_TIMEOUT
-    probe = Celery("wove-bench-probe", broker=worker.broker_url, set_as_current=False)
-    try:
-        while True:
-            if worker.process.poll() is not None:
-                raise RuntimeError(
-                    f"celery worker {worker.name} exited with {worker.process.returncode}; "
-                    f"the end of {worker.log_path}:\n{worker.log_tail()}"
-                )
-            if probe.control.ping(destination=[worker.name], timeout=0.5):
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"celery worker {worker.name} did not answer a ping within "
-                    f"{START_TIMEOUT:.0f} s; the end of {worker.log_path}:\n{worker.log_tail()}"
-                )
-    finally:
-        probe.close()
 
 
 @contextlib.contextmanager

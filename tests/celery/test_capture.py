@@ -389,9 +389,10 @@ def test_globals_of_nested_code_are_found() -> None:
         squares = [len(BIG_GLOBAL) for _ in range(2)]
         return helper, squares, (lambda: make_label(2))
 
-    assert labels(function_parts(task, {})) == [
-        "global 'TABLE'",
+    # (In any order: Python 3.12 inlines the comprehension into the function's code.)
+    assert sorted(labels(function_parts(task, {}))) == [
         "global 'BIG_GLOBAL'",
+        "global 'TABLE'",
         "global 'make_label'",
     ]
 

@@ -98,17 +98,21 @@ def start_worker(
     concurrency: int = 4,
     pool: str = "prefork",
     queues: Sequence[str] | None = None,
+    loglevel: str = "INFO",
+    cwd: str | os.PathLike[str] = HERE,
+    label_prefix: str = "wove-test",
 ) -> Worker:
-    """Start a worker of ``app_module`` (a module of tests/celery) and wait until it is
-    ready; the caller must ``stop()`` it."""
+    """Start a worker of ``app_module`` (a module importable from ``cwd``, by default
+    tests/celery) and wait until it is ready; the caller must ``stop()`` it. Below
+    ``loglevel="INFO"`` it logs no "ready." line, and only the ping says it is ready."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    label = f"wove-test-{secrets.token_hex(4)}"
+    label = f"{label_prefix}-{secrets.token_hex(4)}"
     name = f"{label}@{socket.gethostname()}"  # what celery makes of "%h"
     log_path = directory / f"{label}.log"
     command = [
         *(sys.executable, "-m", "celery", "-A", app_module, "worker"),
-        *("--loglevel=INFO", f"--concurrency={concurrency}", f"--pool={pool}"),
+        *(f"--loglevel={loglevel}", f"--concurrency={concurrency}", f"--pool={pool}"),
         *("--without-gossip", "--without-mingle", "--without-heartbeat"),
         *("-n", f"{label}@%h"),
     ]
@@ -116,7 +120,7 @@ def start_worker(
         command += ["-Q", ",".join(queues)]
     env = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
     env["PYTHONPATH"] = os.pathsep.join(
-        [str(HERE), *_wove_root(), *filter(None, [os.environ.get("PYTHONPATH")])]
+        [str(cwd), *_wove_root(), *filter(None, [os.environ.get("PYTHONPATH")])]
     )
     env["PYTHONUNBUFFERED"] = "1"
     env["WOVE_TEST_REDIS_URL"] = broker_url
@@ -124,7 +128,7 @@ def start_worker(
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             command,
-            cwd=HERE,
+            cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -133,14 +137,14 @@ def start_worker(
         )
     worker = Worker(process, name, log_path, broker_url)
     try:
-        _wait_until_ready(worker, START_TIMEOUT)
+        _wait_until_ready(worker, START_TIMEOUT, logs_ready=loglevel in ("DEBUG", "INFO"))
     except BaseException:
         worker.stop()
         raise
     return worker
 
 
-def _wait_until_ready(worker: Worker, seconds: float) -> None:
+def _wait_until_ready(worker: Worker, seconds: float, logs_ready: bool) -> None:
     deadline = time.monotonic() + seconds
 
     def fail(why: str) -> RuntimeError:
@@ -149,7 +153,7 @@ def _wait_until_ready(worker: Worker, seconds: float) -> None:
             f"the end of {worker.log_path}:\n{worker.log_tail()}"
         )
 
-    while True:  # 1. "<name> ready." in its log
+    while logs_ready:  # 1. "<name> ready." in its log
         if worker.process.poll() is not None:
             raise fail(f"exited with {worker.process.returncode} before it was ready")
         found = _READY.search(worker.log_text())
