@@ -9,12 +9,12 @@ from typing import Any
 import httpx
 import pytest
 import starlette_testapp
-from conftest import client, run
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount, Route
+from starlette_support import client, run
 
 from wove import WeaveStateError
 from wove.contrib.starlette import WoveMiddleware, detach

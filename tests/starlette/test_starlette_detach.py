@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 import starlette_testapp
-from conftest import client, run, watching
 from starlette.applications import Starlette
+from starlette_support import client, run, watching
 
 from wove import InvalidOptionError, WeaveStateError
 from wove.contrib.starlette import detach

@@ -9,7 +9,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from conftest import client, run
+from starlette_support import client, run
 
 APP_FILE = Path(__file__).resolve().parents[2] / "example_project" / "starlette_app.py"
 

@@ -9,8 +9,8 @@ import time
 
 import pytest
 import starlette_testapp
-from conftest import client, run, watching
 from fastapi import FastAPI
+from starlette_support import client, run, watching
 
 from wove import weave
 from wove.contrib.starlette import WoveMiddleware, detach

@@ -10,12 +10,12 @@ from typing import Any
 import anyio.to_thread
 import pytest
 import starlette_testapp
-from conftest import client, run
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette_support import client, run
 
 from wove import InvalidOptionError
 from wove.contrib.starlette import WoveMiddleware
