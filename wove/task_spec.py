@@ -224,11 +224,8 @@ def check_options(options: TaskOptions, *, mapped: bool) -> None:
             f"thread_sensitive must be True, False or None (the weave decides), got {sensitive!r}"
         )
     env = options.env
-    if not (env is UNSET or env is None or (isinstance(env, str) and env)):
-        raise InvalidOptionError(
-            f"env must be the name of a remote environment (e.g. env='celery') or None to "
-            f"run here, got {env!r}"
-        )
+    if env is not UNSET:
+        check_env(env)
     if isinstance(env, str) and sensitive is True:
         raise InvalidOptionError(
             f"thread_sensitive=True with env={env!r}: a remote task runs on a worker, not on "
@@ -247,6 +244,15 @@ def check_options(options: TaskOptions, *, mapped: bool) -> None:
             raise InvalidOptionError(f"workers must be an int >= 1, got {value!r}")
         if not _positive_number(value):
             raise InvalidOptionError(f"{option} must be a number > 0, got {value!r}")
+
+
+def check_env(env: object) -> None:
+    """``env=`` of a task or a weave: a remote environment's name, or None (here)."""
+    if not (env is None or (isinstance(env, str) and env)):
+        raise InvalidOptionError(
+            f"env must be the name of a remote environment (e.g. env='celery') or None to "
+            f"run here, got {env!r}"
+        )
 
 
 def _positive_number(value: object) -> bool:

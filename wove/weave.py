@@ -14,7 +14,7 @@ from .errors import DefinitionError, InvalidOptionError, WeaveStateError
 from .graph import Graph, check_data_names
 from .result import WoveResult
 from .scheduler import Run
-from .task_spec import TaskSpec
+from .task_spec import TaskSpec, check_env
 from .template import Weave
 
 ForkMode = bool | Literal["fork", "spawn"]
@@ -336,10 +336,7 @@ def _check_arguments(
             "on_done= is called when a background weave finishes; pass background=True, or "
             "use w.result after the block of a foreground weave"
         )
-    if env is not None and not (isinstance(env, str) and env):
-        raise InvalidOptionError(
-            f"env must be the name of a remote environment (e.g. env='celery') or None, got {env!r}"
-        )
+    check_env(env)
     if env is not None and fork:
         raise InvalidOptionError(
             f"fork= and env={env!r} both say where a background weave runs; a weave with "

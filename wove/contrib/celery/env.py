@@ -24,7 +24,7 @@ from wove.environments import DetachedWeave, RemoteCall
 
 from . import capture, replies
 from .envelope import EnvelopeError, Keyring, open_envelope, seal
-from .results import json_backend, waiter_for
+from .results import backend_name, waiter_for
 from .sending import send_soon
 
 logger: Final = logging.getLogger("wove")
@@ -215,7 +215,7 @@ class CeleryEnv:
         """The app, its result backend checked once: Wove needs one any thread reads."""
         app = self.app
         if not self._checked:
-            kind = type(json_backend(app)).__name__ if app.conf.result_backend else ""
+            kind = backend_name(app)
             if kind in ("", "DisabledBackend"):
                 raise InvalidOptionError(
                     f"Celery app {app.main!r} has no result backend, and a remote task's "

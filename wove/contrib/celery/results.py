@@ -164,6 +164,15 @@ def json_backend(app: Celery) -> Any:
     return backend
 
 
+def backend_name(app: Celery) -> str:
+    """The class name of ``app``'s result backend ("" when none is configured), without
+    making one (a backend holds a connection pool)."""
+    if not app.conf.result_backend:
+        return ""
+    cls, _ = by_url(app.conf.result_backend, app.loader)
+    return str(cls.__name__)
+
+
 _local = threading.local()
 _waiters: dict[int, ResultWaiter] = {}
 _waiters_lock = threading.Lock()
