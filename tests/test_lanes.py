@@ -14,6 +14,7 @@ from overlap import Overlap
 
 import wove
 from wove import lanes, weave
+from wove.lanes import pool as pool_module
 
 
 @pytest.fixture
@@ -32,19 +33,17 @@ def fresh_pool() -> Iterator[None]:
     pool grew to in earlier tests would otherwise still be idle in it). Whatever the test
     leaves stuck in it is drained before the process's pool is put back."""
     before = wove.settings().max_threads
-    saved = lanes._pool
-    lanes._pool = None
+    saved = pool_module.replace_pool(None)
     try:
         yield
     finally:
         wove.configure(max_threads=256)
-        pool = lanes._pool
+        pool = pool_module.replace_pool(saved)
         if pool is not None:
             pool.submit(lambda: None)  # starts a thread that works through the backlog
         for guard in guards.started:
             guard.join(10)
         guards.started.clear()
-        lanes._pool = saved
         wove.configure(max_threads=before)
 
 
@@ -391,9 +390,12 @@ def _wait_until(predicate: Callable[[], bool], seconds: float = 2.0) -> bool:
 
 
 @pytest.mark.usefixtures("fresh_pool")
-def test_calls_abandoned_at_their_timeout_do_not_starve_later_work() -> None:
+def test_abandoned_calls_count_against_max_threads_and_later_work_times_out_unstarted() -> None:
+    # max_threads is a hard cap: under a slow database, timeouts must not grow the
+    # process's threads (and so its connections) without bound.
     wove.configure(max_threads=2)
     hang = threading.Event()  # a call that never returns (a socket without a timeout)
+    started: list[str] = []
     try:
         for _ in range(2):  # as many abandoned calls as the pool has threads
             with pytest.raises(wove.TaskTimeout), weave() as w:
@@ -402,23 +404,33 @@ def test_calls_abandoned_at_their_timeout_do_not_starve_later_work() -> None:
                 def stuck() -> None:
                     hang.wait(10)
 
-        def later() -> str:
-            with weave() as w:
+        pool = lanes.thread_pool()
+        assert pool.abandoned == 2
+        assert pool.threads == 2
 
-                @w.do(timeout=1)
-                def quick() -> str:
-                    return "ok"
+        def later() -> BaseException | None:
+            try:
+                with weave() as w:
 
-            return w.result.quick  # type: ignore[no-any-return]
+                    @w.do(timeout=0.2)
+                    def quick() -> str:
+                        started.append("quick")
+                        return "ok"
 
-        assert finishes_within(3, later) == "ok"
-        assert lanes.thread_pool()._lent == 2  # one thread lent per abandoned call
+            except wove.TaskTimeout as error:
+                return error
+            return None
+
+        error = finishes_within(3, later)
+        assert isinstance(error, wove.TaskTimeout)
+        assert "never started" in "\n".join(error.__notes__)
     finally:
         hang.set()
-    # The returning calls give their lent threads back to the pool (the global one: wait
-    # for that before the fixture puts the process's pool back).
     pool = lanes.thread_pool()
-    assert _wait_until(lambda: pool._lent == 0)
+    assert _wait_until(lambda: pool.abandoned == 0)
+    time.sleep(0.1)
+    assert started == []  # abandoned before it started: it never starts
+    assert pool.threads <= 2
 
 
 @pytest.mark.usefixtures("fresh_pool")

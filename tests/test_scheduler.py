@@ -14,7 +14,8 @@ import pytest
 from overlap import Overlap
 
 import wove
-from wove import scheduler, weave
+from wove import weave
+from wove.engine import run as scheduler
 
 
 class Times:
@@ -550,7 +551,7 @@ def test_a_run_does_not_end_while_a_worker_still_dispatches(
 ) -> None:
     caplog.set_level(logging.ERROR, logger="wove")
     dispatching, dispatched = threading.Event(), threading.Event()
-    original = scheduler.Run._dispatch
+    original = scheduler.Run.dispatch
 
     def slow_dispatch(self: scheduler.Run, ready: list[str], continue_as: bool | None) -> Any:
         if "later" not in ready:
@@ -562,7 +563,7 @@ def test_a_run_does_not_end_while_a_worker_still_dispatches(
         finally:
             dispatched.set()
 
-    monkeypatch.setattr(scheduler.Run, "_dispatch", slow_dispatch)
+    monkeypatch.setattr(scheduler.Run, "dispatch", slow_dispatch)
     dispatch_over_at_raise: list[bool] = []
 
     async def main() -> None:

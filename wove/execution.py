@@ -15,11 +15,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from . import background, environments, lanes, plan
+from . import background, environments, lanes, placement, plan
 from .config import settings
+from .engine import LoopBinding, Run
+from .engine.attempt import add_note
 from .graph import Graph, build_graph
 from .result import WoveResult
-from .scheduler import LoopBinding, Run
 from .task_spec import TaskSpec
 from .tracing import active_collectors
 
@@ -57,36 +58,22 @@ def new_run(
     submit = lanes.thread_pool().submit
     if recipe.max_workers is not None:
         submit = lanes.Limiter(submit, recipe.max_workers).submit
+    where = placement.place(
+        graph,
+        thread_sensitive=recipe.thread_sensitive,
+        policy=settings().thread_sensitive_now,
+    )
     return Run(
         graph,
         recipe.data,
+        where,
         submit=submit,
         loop=loop,
         on_finish=on_finish,
         origin=recipe.origin,
         stuck_after=settings().stuck_after if recipe.debug else None,
-        sensitive=thread_sensitive_tasks(recipe, graph),
         submit_sensitive=submit_sensitive,
     )
-
-
-def thread_sensitive_tasks(recipe: Recipe, graph: Graph) -> frozenset[str]:
-    """The sync tasks that run on the caller's thread: each task's own choice, else the
-    weave's, else ``configure(thread_sensitive=...)`` (evaluated once, on the caller's
-    thread, when the weave starts: e.g. "inside a database transaction")."""
-    default = recipe.thread_sensitive
-    names = []
-    for name, spec in graph.specs.items():
-        if spec.is_async:
-            continue
-        choice = spec.thread_sensitive
-        if choice is None:
-            if default is None:
-                default = settings().thread_sensitive_now()
-            choice = default
-        if choice:
-            names.append(name)
-    return frozenset(names)
 
 
 def _side_loop(graph: Graph) -> LoopBinding | None:
@@ -125,18 +112,21 @@ async def run_awaiting(recipe: Recipe, graph: Graph) -> Run:
         binding.call(set_finished)
 
     run = new_run(recipe, graph, binding, on_finish, lanes.sensitive_lane_for(binding.loop))
-    run.start(active_collectors())
-    try:
-        await asyncio.shield(finished)
-    except asyncio.CancelledError as cancelled:
-        # Structured: cancel the tasks, and return only once nothing of the weave runs.
-        run.cancel(cancelled)
-        while not finished.done():
-            try:
-                await asyncio.shield(finished)
-            except asyncio.CancelledError:
-                continue
-        raise
+    # A loop started inside a sync task on a pool thread (asyncio.run, async_to_sync)
+    # blocks that thread until this run ends: the pool lends one meanwhile.
+    with lanes.thread_pool().blocking(nested_loop=True):
+        run.start(active_collectors())
+        try:
+            await asyncio.shield(finished)
+        except asyncio.CancelledError as cancelled:
+            # Structured: cancel the tasks, and return only once nothing of the weave runs.
+            run.cancel(cancelled)
+            while not finished.done():
+                try:
+                    await asyncio.shield(finished)
+                except asyncio.CancelledError:
+                    continue
+            raise
     return run
 
 
@@ -241,7 +231,7 @@ def result_of(run: Run) -> WoveResult:
     if error is not None and run.failed_at is not None:
         task, index = run.failed_at
         item = f" (item {index})" if index is not None else ""
-        _add_note(error, f"wove: raised by task {task!r}{item} in the weave at {run.origin}")
+        add_note(error, f"wove: raised by task {task!r}{item} in the weave at {run.origin}")
         for hint in _hints:
             try:
                 advice = hint(error, task)
@@ -249,13 +239,8 @@ def result_of(run: Run) -> WoveResult:
                 logger.exception("wove: an error hint raised; the task's error is kept as is")
                 continue
             if advice:
-                _add_note(error, advice)
+                add_note(error, advice)
     return result
-
-
-def _add_note(error: BaseException, note: str) -> None:
-    if note not in getattr(error, "__notes__", ()):
-        error.add_note(note)
 
 
 def failed_result(recipe: Recipe, error: BaseException) -> WoveResult:

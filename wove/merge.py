@@ -7,9 +7,9 @@ import contextvars
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar, overload
 
+from .engine import Run, current_run
 from .errors import DefinitionError, WeaveStateError
 from .graph import check_iterable
-from .scheduler import Run, current_run
 from .task_spec import is_async_callable
 
 T = TypeVar("T")
@@ -58,20 +58,16 @@ async def _call(run: Run, function: Callable[..., Any], args: tuple[Any, ...]) -
     return await _in_thread(run, function, args)
 
 
-def _in_thread(
-    run: Run, function: Callable[..., Any], args: tuple[Any, ...]
-) -> asyncio.Future[Any]:
+async def _in_thread(run: Run, function: Callable[..., Any], args: tuple[Any, ...]) -> Any:
     loop = asyncio.get_running_loop()
-    future: asyncio.Future[Any] = loop.create_future()
+    # The outcome travels as a (value, error) pair, never through set_exception: a
+    # future refuses some exceptions (StopIteration), and the call would never settle.
+    future: asyncio.Future[tuple[Any, BaseException | None]] = loop.create_future()
     context = contextvars.copy_context()
 
     def settle(value: Any, error: BaseException | None) -> None:
-        if future.done():
-            return
-        if error is None:
-            future.set_result(value)
-        else:
-            future.set_exception(error)
+        if not future.done():
+            future.set_result((value, error))
 
     def job() -> None:
         if future.cancelled():
@@ -84,7 +80,18 @@ def _in_thread(
             loop.call_soon_threadsafe(settle, value, None)
 
     run.submit_counted(job)
-    return future
+    value, error = await future
+    if error is not None:
+        if isinstance(error, StopIteration):
+            # Raised as it is, it would end this coroutine as if it returned; asyncio
+            # turns it into a RuntimeError anyway: say which call raised it.
+            raise RuntimeError(f"{_name(function)} raised StopIteration") from error
+        raise error
+    return value
+
+
+def _name(function: Callable[..., Any]) -> str:
+    return getattr(function, "__qualname__", None) or type(function).__name__
 
 
 async def _call_each(run: Run, function: Callable[..., Any], items: list[Any]) -> list[Any]:

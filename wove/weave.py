@@ -10,10 +10,10 @@ from typing import Any, Final, Literal
 from . import detach, execution, plan
 from .background import Completion, OnDone
 from .decorator import Do
+from .engine import Run
 from .errors import DefinitionError, InvalidOptionError, WeaveStateError
 from .graph import Graph, check_data_names
 from .result import WoveResult
-from .scheduler import Run
 from .task_spec import TaskSpec, check_env
 from .template import Weave
 

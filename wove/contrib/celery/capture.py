@@ -19,7 +19,7 @@ import types
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
-from ...errors import MissingDependencyError, WoveError
+from wove import MissingDependencyError, WoveError
 
 #: At most this many parts are named in a :class:`PayloadTooLarge` message.
 MAX_PARTS_SHOWN: Final = 8

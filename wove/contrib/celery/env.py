@@ -20,7 +20,7 @@ from celery import Celery, states
 from celery.utils import uuid
 
 from wove import InvalidOptionError, RemoteTaskError, annotate
-from wove.environments import DetachedWeave, RemoteCall
+from wove.lowlevel import DetachedWeave, RemoteCall
 
 from . import capture, replies
 from .envelope import EnvelopeError, Keyring, open_envelope, seal

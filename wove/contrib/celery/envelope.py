@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
-from ...errors import InvalidOptionError, WoveError
+from wove import InvalidOptionError, WoveError
 
 #: The envelope format this module writes and the only one it reads.
 VERSION: Final = 1

@@ -24,7 +24,7 @@ from celery import Celery, states
 from celery.app.backends import by_url
 from celery.result import AsyncResult
 
-from wove.lanes import start_service
+from wove.lowlevel import start_service
 
 logger: Final = logging.getLogger("wove")
 

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import Final
 
-from wove.lanes import start_service
+from wove.lowlevel import start_service
 
 logger: Final = logging.getLogger("wove")
 

@@ -23,7 +23,7 @@ from celery import Task, shared_task, states
 from celery.exceptions import Ignore
 
 from wove import InvalidOptionError
-from wove.environments import get_env
+from wove.lowlevel import get_env
 
 from . import capture, replies
 from .env import CALL, REPLY, TASK_NAME, WEAVE, CeleryEnv

@@ -20,7 +20,7 @@ from typing import Any
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from wove import annotate
-from wove.tracing import annotating
+from wove.lowlevel import annotating
 
 _local = threading.local()
 

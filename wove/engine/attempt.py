@@ -1,0 +1,263 @@
+"""The policy of one task call, written once for sync and async calls: attempts and
+retries, the timeout of each attempt (abandonment included, see :mod:`.timed`), the
+annotations and the trace record of each attempt.
+
+The two call functions differ only where they must (one awaits); every decision they
+take is a function of this module that both call: :func:`again` (trace this attempt;
+retry?), :func:`arm_timeout` and :func:`describe_error`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from types import CoroutineType, MappingProxyType
+from typing import TYPE_CHECKING, Any, Final
+
+from ..errors import DefinitionError, TaskTimeout
+from ..lanes import hooks, services, timer
+from ..placement import THREAD, Lane
+from ..task_spec import TaskSpec
+from ..tracing import (
+    NO_EXTRA,
+    Collector,
+    Status,
+    TraceRecord,
+    annotations_reset,
+    annotations_set,
+    open_annotations,
+)
+from . import timed as timed_calls
+from .timed import CANCEL_GRACE, TimedCall
+
+if TYPE_CHECKING:
+    from .run import Run
+
+ABANDONED: Final = object()  # a call given up at its timeout (already reported)
+_perf = time.perf_counter
+
+Outcome = tuple[Any, BaseException | None, float]
+"""(value, error, start time) of a call; value is :data:`ABANDONED` when it was."""
+
+
+def describe_error(error: BaseException) -> str:
+    """``"TypeName: message"``, whatever the exception's ``__str__`` does: describing an
+    error must never raise into the engine."""
+    name = type(error).__name__
+    try:
+        return f"{name}: {error}"
+    except BaseException:
+        return f"{name}: <the exception's __str__ raised>"
+
+
+def add_note(error: BaseException, note: str) -> None:
+    """Add ``note`` to ``error`` (once), unless its ``__notes__`` is not a list: then the
+    exception is left exactly as it is."""
+    notes = getattr(error, "__notes__", None)
+    if notes is None:
+        try:
+            error.add_note(note)
+        except Exception:  # a read-only exception type: leave it as it is
+            pass
+    elif type(notes) is list and note not in notes:
+        notes.append(note)
+
+
+class Recorder:
+    """Builds and sends the trace record of each attempt of one run."""
+
+    __slots__ = ("collectors", "origin", "run_id")
+
+    def __init__(self, collectors: tuple[Collector, ...], origin: str, run_id: int) -> None:
+        self.collectors = collectors
+        self.origin = origin
+        self.run_id = run_id
+
+    def record(
+        self,
+        name: str,
+        index: int | None,
+        lane: Lane,
+        start: float,
+        attempt: int,
+        error: BaseException | None,
+        extra: dict[str, object] | None = None,
+    ) -> None:
+        status: Status = "ok"
+        if error is None:
+            pass
+        elif isinstance(error, TaskTimeout):
+            status = "timeout"
+        elif isinstance(error, asyncio.CancelledError):
+            status = "cancelled"
+        else:
+            status = "error"
+        record = TraceRecord(  # positional: this runs once per traced attempt
+            self.origin,
+            self.run_id,
+            name,
+            index,
+            lane,
+            services.current_thread_name(),
+            start,
+            _perf(),
+            attempt,
+            status,
+            None if error is None else describe_error(error),
+            MappingProxyType(dict(extra)) if extra else NO_EXTRA,
+        )
+        for collector in self.collectors:
+            try:
+                collector(record)
+            except Exception:  # a broken collector must not break the weave
+                services.logger.exception("wove: trace collector %r failed", collector)
+
+
+def again(
+    run: Run,
+    spec: TaskSpec,
+    index: int | None,
+    began: float,
+    attempt: int,
+    error: BaseException | None,
+    extra: dict[str, object] | None,
+) -> bool:
+    """Trace this attempt; True to try again. Exceptions are retried while retries are
+    left and the run has not failed, but not a timeout, KeyboardInterrupt or SystemExit."""
+    if run.recorder is not None:
+        run.recorder.record(spec.name, index, run.lanes[spec.name], began, attempt, error, extra)
+    return (
+        isinstance(error, Exception)
+        and not isinstance(error, TaskTimeout)
+        and attempt < spec.retries
+        and not run.failed
+    )
+
+
+def arm_timeout(run: Run, spec: TaskSpec, index: int | None, *, sync: bool) -> TimedCall:
+    """Arm the deadline of one attempt: at the timeout for a sync call (abandoned then),
+    at the timeout plus :data:`CANCEL_GRACE` for an async one (``asyncio.timeout``
+    cancels it at the timeout; the deadline abandons it only if it will not stop)."""
+    timeout = spec.timeout
+    assert timeout is not None
+    timed = TimedCall(run.lock)
+    name = spec.name
+
+    def expire() -> None:
+        if not timed.abandon(on_thread=sync):
+            return
+        error = TaskTimeout(name, timeout, index)
+        if sync:
+            position = services.where_is(timed.thread_id)
+            error.add_note(
+                "wove: the sync call was abandoned at its timeout; its thread keeps running"
+                f"{f' at {position}' if position else ''} until the call returns"
+            )
+        else:
+            error.add_note(
+                f"wove: the task did not stop within {CANCEL_GRACE:g} s of being cancelled "
+                "at its timeout (it swallows CancelledError); the weave stopped waiting for "
+                "it, and it keeps running on its event loop"
+            )
+        services.logger.warning("wove: %s; abandoning it", describe_error(error))
+        if run.recorder is not None:
+            lane = run.lanes[name]
+            run.recorder.record(name, index, lane, _perf() - timeout, 0, error)
+        run.fail(name, index, error, ended_call=True)
+
+    delay = timeout if sync else timeout + CANCEL_GRACE
+    timed.deadline = timer.deadlines().arm(time.monotonic() + delay, expire)
+    return timed
+
+
+def call_sync(
+    run: Run, spec: TaskSpec, index: int | None, kwargs: dict[str, Any], seat: str
+) -> Outcome:
+    """Call a sync task (or item) with its retries and timeouts, on this thread."""
+    function, timeout = spec.function, spec.timeout
+    wrappers = run.wrappers_for(seat)
+    base = run.thread_context if seat == THREAD else run.context
+    attempt, start = 0, _perf()
+    while True:
+        began = _perf()
+        timed = arm_timeout(run, spec, index, sync=True) if timeout is not None else None
+        context = base.copy()
+        extra = open_annotations(context) if run.recorder is not None else None
+        previous = timed_calls.running(timed) if timed is not None else None
+        error: BaseException | None = None
+        try:
+            if wrappers:
+                value = context.run(hooks.wrapped_call, wrappers, function, kwargs)
+            else:
+                value = context.run(function, **kwargs)
+        except BaseException as exc:
+            value, error = None, exc
+        if timed is not None:
+            timed_calls.running(previous)
+            if timed.settle():
+                return ABANDONED, None, start  # the timeout already failed the task
+        if error is None and type(value) is CoroutineType:
+            error = _coroutine_returned(spec.name, value)
+            value = None
+        if not again(run, spec, index, began, attempt, error, extra):
+            return value, error, start
+        attempt += 1
+
+
+async def call_async(
+    run: Run, spec: TaskSpec, index: int | None, kwargs: dict[str, Any]
+) -> Outcome:
+    """Call an async task (or item) with its retries and timeouts, in this task.
+
+    ``CancelledError`` from outside (the weave failed) propagates; any other exception,
+    ``KeyboardInterrupt`` and ``SystemExit`` included, is the call's outcome, so it never
+    reaches the event loop."""
+    function, timeout = spec.function, spec.timeout
+    attempt, start = 0, _perf()
+    while True:
+        began = _perf()
+        extra: dict[str, object] | None = None
+        if run.recorder is not None:  # this worker's context: the annotations of this call
+            extra = {}
+            token = annotations_set(extra)
+        timed = arm_timeout(run, spec, index, sync=False) if timeout is not None else None
+        error: BaseException | None = None
+        value = None
+        try:
+            if timeout is None:
+                value = await function(**kwargs)
+            else:
+                async with asyncio.timeout(timeout) as scope:
+                    value = await function(**kwargs)
+                if scope.expired():  # it caught the cancellation and returned
+                    value, error = None, TaskTimeout(spec.name, timeout, index)
+                    error.add_note(
+                        "wove: the task caught the cancellation at its timeout and returned "
+                        "a value; the value was dropped"
+                    )
+        except asyncio.CancelledError:
+            if timed is not None and timed.settle():
+                return ABANDONED, None, start
+            raise
+        except BaseException as exc:
+            error = exc
+            if timeout is not None and isinstance(exc, TimeoutError) and scope.expired():
+                error = TaskTimeout(spec.name, timeout, index)
+                error.__cause__ = exc
+        finally:
+            if extra is not None:
+                annotations_reset(token)
+        if timed is not None and timed.settle():
+            return ABANDONED, None, start
+        if not again(run, spec, index, began, attempt, error, extra):
+            return value, error, start
+        attempt += 1
+
+
+def _coroutine_returned(name: str, coroutine: CoroutineType[Any, Any, Any]) -> DefinitionError:
+    coroutine.close()  # never awaited, and never warned about: the error says it
+    return DefinitionError(
+        f"sync task {name!r} returned a coroutine instead of a value: it is a plain callable "
+        "that calls an async function; define the task with `async def` (or make the "
+        "callable's __call__ async) so Wove awaits it"
+    )

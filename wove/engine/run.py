@@ -1,0 +1,517 @@
+"""Graph + placement -> a :class:`Run`: the state of one run of one weave, and dispatch.
+
+Each task starts the moment its own inputs are done, never in tiers. When a task
+finishes, the worker that finished it runs one newly ready task of its own kind itself,
+as a continuation, and hands the others to their lanes (:mod:`.workers` holds the worker
+loops, :mod:`.attempt` the policy of one call). State and dispatch live together here
+because workers and dispatch call each other by design: a worker that finishes a task
+dispatches what became ready, and dispatch starts workers.
+
+The first failure (in time) is kept; no task starts after it, async work is cancelled,
+and the run ends once every call still running has returned (or has been abandoned at
+its timeout). Shared state is guarded by ``self.lock``, not by the GIL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import itertools
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ..errors import TaskTimeout
+from ..graph import DATA, Graph, check_iterable
+from ..lanes import hooks, loops, pool, timer
+from ..lanes.services import Job
+from ..placement import CALLER, LOOP, THREAD, Lane, Placement
+from ..result import WoveResult
+from ..task_spec import NO_OPTIONS, TaskSpec
+from ..tracing import Collector
+from . import stuck, workers
+from .attempt import Recorder
+from .mapped import Mapped, Work
+
+
+class _RunRef:
+    """What task contexts hold: emptied when the run ends, so a context captured by
+    anything (a timer handle, a library) does not keep the run and its values alive."""
+
+    __slots__ = ("run",)
+
+    def __init__(self, run: Run) -> None:
+        self.run: Run | None = run
+
+
+_current_run: contextvars.ContextVar[_RunRef | None] = contextvars.ContextVar(
+    "wove_current_run", default=None
+)
+_ids = itertools.count(1)
+_perf = time.perf_counter
+
+
+def current_run() -> Run | None:
+    """The run whose task is executing in this context, if any."""
+    ref = _current_run.get()
+    return None if ref is None else ref.run
+
+
+class LoopBinding:
+    """The event loop a run's async tasks run on, and the thread running it."""
+
+    __slots__ = ("loop", "thread_id")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, thread_id: int) -> None:
+        self.loop = loop
+        self.thread_id = thread_id
+
+    def call(self, callback: Callable[[], None]) -> None:
+        loops.call_on_loop(self.loop, self.thread_id, callback)
+
+
+class Run:
+    def __init__(
+        self,
+        graph: Graph,
+        data: Mapping[str, Any],
+        placement: Placement,
+        *,
+        submit: Callable[[Job], None],
+        loop: LoopBinding | None,
+        on_finish: Callable[[], None],
+        origin: str,
+        stuck_after: float | None = None,
+        submit_sensitive: Callable[[Job], None] | None = None,
+    ) -> None:
+        self.origin = origin
+        self.id = next(_ids)
+        self.submit = submit
+        self.loop = loop
+        self.failed_at: tuple[str, int | None] | None = None
+        self.specs = graph.specs
+        self.nodes = graph.shape.nodes
+        self._roots = graph.shape.roots
+        self.lanes = placement.lanes
+        self._seats = placement.seats()
+        self.submit_sensitive = submit_sensitive or submit
+        self._wrappers = hooks.thread_call_wrappers()
+        self._caller_wrappers = hooks.caller_thread_wrappers()
+        self._on_finish = on_finish
+        self.lock = threading.Lock()
+        self.values: dict[str, Any] = {**data, DATA: dict(data)}
+        self._errors: dict[str, BaseException] = {}
+        self._timings: dict[str, float] = {}
+        self._waiting = dict(graph.shape.waiting)
+        self._unfinished = len(graph.specs)
+        self._running = 0  # calls in progress (on threads or the loop)
+        # Every asyncio task the run started (kept, not pruned: cancelling a done task is a
+        # no-op, and appending is cheaper than tracking completion).
+        self._async_workers: list[asyncio.Task[Any]] = []
+        self._failure: BaseException | None = None
+        self._finished = False
+        self.recorder: Recorder | None = None
+        self.stuck = stuck.StuckReport(self, stuck_after) if stuck_after is not None else None
+        self.context = contextvars.copy_context()
+        self._ref = _RunRef(self)
+        self.context.run(_current_run.set, self._ref)
+        # Calls on pool threads say so in their context: a nested event loop started
+        # there (asyncio.run, async_to_sync) blocks a pool thread (see lanes.pool).
+        self.context.run(pool.in_pool_call.set, False)
+        self.thread_context = self.context
+        if THREAD in self.lanes.values():
+            self.thread_context = self.context.copy()
+            self.thread_context.run(pool.in_pool_call.set, True)
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def start(self, collectors: tuple[Collector, ...] = ()) -> None:
+        """Start the root tasks; called on the caller's thread (the loop's, if async)."""
+        if collectors:
+            self.recorder = Recorder(collectors, self.origin, self.id)
+        if self.stuck is not None:
+            self.stuck.arm()
+        if not self.specs:
+            self._finish_if_done()
+            return
+        self.dispatch(list(self._roots), None)
+
+    def submit_counted(self, job: Job) -> None:
+        """Run a job on the run's thread lane, counted as a running call: the weave does
+        not end while it runs (``merge`` sends a task's sync calls here)."""
+        with self.lock:
+            self._running += 1
+
+        def counted() -> None:
+            try:
+                job()
+            finally:
+                self.call_ended()
+
+        self.submit(counted)
+
+    def thread_call(self, function: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        """Call a sync function on a pool thread of this run, inside the registered
+        thread-call wrappers (``merge`` uses it for its sync calls)."""
+        if not self._wrappers:
+            return function(*args)
+        return hooks.wrapped_call(self._wrappers, lambda: function(*args), {})
+
+    def cancel(self, reason: BaseException) -> None:
+        """Stop the run from outside (its caller was cancelled or interrupted)."""
+        self.fail(None, None, reason, ended_call=False)
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    @property
+    def failed(self) -> bool:
+        return self._failure is not None
+
+    def wrappers_for(self, seat: str) -> tuple[hooks.ThreadCallWrapper, ...]:
+        """Pool threads get every wrapper; the caller's thread only the observing ones."""
+        return self._wrappers if seat == THREAD else self._caller_wrappers
+
+    def result(self) -> WoveResult:
+        with self.lock:
+            return WoveResult(
+                order=tuple(self.specs),
+                values=dict(self.values),
+                errors=dict(self._errors),
+                timings=dict(self._timings),
+                exception=self._failure,
+            )
+
+    # --- dispatch --------------------------------------------------------------------
+
+    def dispatch(self, ready: list[str], seat: str | None) -> Work | None:
+        """Start ready tasks; return one that a worker of ``seat`` may run itself."""
+        continuation: Work | None = None
+        takes = self._seats[seat] if seat is not None else frozenset()
+        for name in ready:  # may grow: a task mapped over nothing completes at once
+            spec, lane = self.specs[name], self.lanes[name]
+            work: Work
+            if spec.map_source is None:
+                work, count = name, 1
+            else:
+                mapped = self._begin_mapped(spec)
+                if mapped is None:
+                    continue
+                if not mapped.items:
+                    ready.extend(self._complete(name, [], 0.0))
+                    continue
+                # The caller's thread is one thread: its items run one after another.
+                work, count = mapped, 1 if lane == CALLER else mapped.worker_count()
+                if lane == LOOP and self.plain(spec):
+                    self._launch_fan_out(mapped)
+                    continue
+            if continuation is None and name in takes:
+                continuation, count = work, count - 1
+            for _ in range(count):
+                self._launch(work, lane)
+        return continuation
+
+    def plain(self, spec: TaskSpec) -> bool:
+        """No retries, timeout, worker bound, rate limit or tracing: the lean paths."""
+        return self.recorder is None and (spec.options is NO_OPTIONS or spec.options == NO_OPTIONS)
+
+    def _begin_mapped(self, spec: TaskSpec) -> Mapped | None:
+        node, source = self.nodes[spec.name], spec.map_source
+        assert source is not None
+        assert node.item_param is not None
+        value = self.values[source.name] if source.name is not None else source.iterable
+        try:
+            check_iterable(spec.name, source.name, value)
+            items = list(value)  # type: ignore[arg-type]
+        except BaseException as error:
+            self.fail(spec.name, None, error, ended_call=False)
+            return None
+        kwargs = self.inputs(node.inputs)
+        return Mapped(spec, node.item_param, kwargs, items)
+
+    def _launch(self, work: Work, lane: Lane) -> None:
+        if lane == THREAD:
+            job: Job = functools.partial(workers.sync_worker, self, work, THREAD)
+            timeout = self.specs[work if isinstance(work, str) else work.name].timeout
+            self.submit(job if timeout is None else self._waits_for_a_thread(job, work, timeout))
+            return
+        if lane == CALLER:
+            self.submit_sensitive(functools.partial(workers.sync_worker, self, work, CALLER))
+            return
+        loop = self.loop
+        assert loop is not None, "an async task needs a loop"
+        loop.call(lambda: self.spawn(loop.loop, work))
+
+    def _waits_for_a_thread(self, job: Job, work: Work, timeout: float) -> Job:
+        """A job of a task with a timeout: if no pool thread takes it within the timeout
+        (every thread busy, some perhaps held by abandoned calls), the task fails with
+        TaskTimeout and the job never starts."""
+        name = work if isinstance(work, str) else work.name
+        state = {"started": False, "expired": False}
+
+        def expire() -> None:
+            with self.lock:
+                if state["started"]:
+                    return
+                state["expired"] = True
+            threads = pool.thread_pool()
+            error = TaskTimeout(name, timeout)
+            error.add_note(
+                f"wove: it waited {timeout:g} s for a thread and never started: all "
+                f"{threads.max_threads} threads of the pool (configure(max_threads=...)) "
+                f"were busy, {threads.abandoned} of them held by calls abandoned at their "
+                "timeout"
+            )
+            self.fail(name, None, error, ended_call=False)
+
+        deadline = timer.deadlines().arm(time.monotonic() + timeout, expire)
+
+        def start() -> None:
+            with self.lock:
+                if state["expired"]:
+                    return  # abandoned before it started: it never starts
+                state["started"] = True
+            timer.deadlines().cancel(deadline)
+            job()
+
+        return start
+
+    def spawn(self, loop: asyncio.AbstractEventLoop, work: Work) -> None:
+        worker = loop.create_task(workers.async_worker(self, work), context=self.context.copy())
+        self.keep_tasks([worker])
+
+    def keep_tasks(self, tasks: list[asyncio.Task[Any]]) -> None:
+        with self.lock:
+            self._async_workers.extend(tasks)
+            failed = self._failure is not None
+        if failed:
+            for task in tasks:
+                task.cancel()
+
+    def _launch_fan_out(self, mapped: Mapped) -> None:
+        loop = self.loop
+        assert loop is not None, "an async task needs a loop"
+        loop.call(lambda: workers.fan_out(self, loop.loop, mapped))
+
+    def count_calls(self, count: int) -> None:
+        with self.lock:
+            self._running += count
+
+    def inputs(self, names: tuple[str, ...]) -> dict[str, Any]:
+        # No lock: a value is written under the lock before its dependents become ready,
+        # and never changes after.
+        values = self.values
+        if len(names) == 1:
+            return {names[0]: values[names[0]]}
+        return {name: values[name] for name in names}
+
+    def start_call(self, name: str) -> bool:
+        """Count a call as running; False if the run has failed (start nothing)."""
+        with self.lock:
+            if self._failure is not None:
+                return False
+            self._running += 1
+        if self.stuck is not None:
+            self.stuck.started(name)
+        return True
+
+    def claim(self, mapped: Mapped) -> int:
+        """The next item index to run, counted as running; -1 when none is left."""
+        with self.lock:
+            if self._failure is not None or mapped.claimed >= len(mapped.items):
+                return -1
+            index = mapped.claimed
+            mapped.claimed += 1
+            self._running += 1
+        if self.stuck is not None:
+            self.stuck.started(mapped.name)
+        return index
+
+    # --- completion ------------------------------------------------------------------
+
+    def handover(
+        self, name: str, value: Any, error: BaseException | None, start: float, seat: str
+    ) -> tuple[str | None, Work | None]:
+        """Record an unmapped task's outcome and start what became ready.
+
+        Returns the task the calling worker runs next: an unmapped task its seat may run,
+        handed over under the same lock that completed this one (it stays counted as
+        running: one call ends, the next begins), or other work from :meth:`dispatch`.
+        """
+        end = _perf()
+        if error is not None:
+            self.fail(name, None, error, ended_call=True)
+            return None, None
+        following = None
+        takes = self._seats[seat]
+        with self.lock:
+            ready = self._complete_locked(name, value, end - start)
+            for position, candidate in enumerate(ready):
+                if candidate in takes and self.specs[candidate].map_source is None:
+                    following = ready.pop(position)
+                    break
+            else:
+                if not ready:
+                    self._running -= 1
+            finished = self._finishing_locked()
+        if finished:
+            self._on_finish()
+        if following is not None and self.stuck is not None:
+            self.stuck.started(following)
+        if not ready:
+            return following, None
+        # This call stays counted while it dispatches, so the run cannot end meanwhile
+        # (and, for an async caller, its loop cannot close under a launch).
+        if following is not None:
+            self.dispatch(ready, None)
+            return following, None
+        work = self.dispatch(ready, seat)
+        self.call_ended()
+        return None, work
+
+    def settle_item(
+        self, mapped: Mapped, index: int, value: Any, error: BaseException | None, start: float
+    ) -> list[str]:
+        end = _perf()
+        if error is not None:
+            self.fail(mapped.name, index, error, ended_call=True)
+            return []
+        with self.lock:
+            mapped.results[index] = value
+            mapped.first_start = min(mapped.first_start, start)
+            mapped.last_end = max(mapped.last_end, end)
+            mapped.left -= 1
+            ready = []
+            if not mapped.left:
+                duration = mapped.last_end - mapped.first_start
+                ready = self._complete_locked(mapped.name, mapped.results, duration)
+            if not ready:  # else it stays counted until the caller dispatched them
+                self._running -= 1
+            # (also when items are left: after a failure, this may be the last call)
+            finished = self._finishing_locked()
+        if finished:
+            self._on_finish()
+        return ready
+
+    def settle_fan_out(self, mapped: Mapped, values: list[Any] | None, calls: int) -> None:
+        """All items of a fanned-out task are done (``values`` None: one failed)."""
+        end = _perf()
+        ready: list[str] = []
+        with self.lock:
+            if values is not None:
+                ready = self._complete_locked(mapped.name, values, end - mapped.first_start)
+            # One call stays counted while the ready tasks are dispatched.
+            self._running -= calls - 1 if ready else calls
+            finished = self._finishing_locked()
+        if finished:
+            self._on_finish()
+        if ready:
+            self.dispatch_ready(ready, None)
+
+    def dispatch_ready(self, ready: list[str], seat: str | None) -> Work | None:
+        """Dispatch what a settled item made ready, then end that item's call."""
+        work = self.dispatch(ready, seat)
+        self.call_ended()
+        return work
+
+    def _complete(self, name: str, value: Any, duration: float) -> list[str]:
+        with self.lock:
+            ready = self._complete_locked(name, value, duration)
+            finished = self._finishing_locked()
+        if finished:
+            self._on_finish()
+        return ready
+
+    def _complete_locked(self, name: str, value: Any, duration: float) -> list[str]:
+        self.values[name] = value
+        self._timings[name] = duration
+        self._unfinished -= 1
+        if self._failure is not None:
+            return []
+        ready = []
+        waiting = self._waiting
+        for dependent in self.nodes[name].dependents:
+            waiting[dependent] -= 1
+            if not waiting[dependent]:
+                ready.append(dependent)
+        return ready
+
+    def call_ended(self) -> None:
+        with self.lock:
+            self._running -= 1
+            finished = self._finishing_locked()
+        if finished:
+            self._on_finish()
+
+    def call_cancelled(
+        self, name: str, index: int | None, cancelled: asyncio.CancelledError
+    ) -> None:
+        if self.recorder is not None:
+            self.recorder.record(name, index, self.lanes[name], _perf(), 0, cancelled)
+        with self.lock:
+            ours = self._failure is not None
+        if not ours:  # cancelled from outside the weave (e.g. the loop is shutting down)
+            self.fail(name, index, cancelled, ended_call=True, cancelled=True)
+        else:
+            self.call_ended()
+
+    def fail(
+        self,
+        name: str | None,
+        index: int | None,
+        error: BaseException,
+        *,
+        ended_call: bool,
+        cancelled: bool = False,
+    ) -> None:
+        """Record a failure; the first one stops the run. ``cancelled``: the task did
+        not fail, it was cancelled from outside (not recorded as its error)."""
+        with self.lock:
+            if ended_call:
+                self._running -= 1
+            first = self._failure is None
+            if first:
+                self._failure = error
+                self.failed_at = (name, index) if name is not None else None
+            if name is not None and not cancelled:
+                self._errors.setdefault(name, error)
+            tasks = list(self._async_workers) if first else []
+            finished = self._finishing_locked()
+        if tasks and self.loop is not None:
+
+            def cancel_workers() -> None:
+                for task in tasks:
+                    task.cancel()
+
+            self.loop.call(cancel_workers)
+        if finished:
+            self._on_finish()
+
+    def _finish_if_done(self) -> None:
+        with self.lock:
+            finished = self._finishing_locked()
+        if finished:
+            self._on_finish()
+
+    def _finishing_locked(self) -> bool:
+        """True exactly once: when all tasks are done, or a failure has settled."""
+        if self._finished:
+            return False
+        if self._running or (self._unfinished and self._failure is None):
+            return False
+        self._finished = True
+        # Nothing is left to cancel: let finished asyncio tasks go now, not when the
+        # (cyclic, through the context) run is collected; asyncio.run walks all live ones.
+        self._async_workers = []
+        # And let go of the run from every task context, so values are freed with the
+        # result, not at the next cyclic collection (merge() after the end is refused).
+        self._ref.run = None
+        return True
+
+    def unfinished_tasks(self) -> list[str]:
+        """Tasks with neither a value nor an error (for the stuck report)."""
+        with self.lock:
+            return [n for n in self.specs if n not in self.values and n not in self._errors]

@@ -1,0 +1,232 @@
+"""The worker loops: a sync worker (on a pool thread, the caller's thread, or a waiting
+caller running a task itself) and an async worker (an asyncio task), each running a
+chain of tasks of its own kind, or a mapped task's items, and the ``gather``-shaped
+fan-out of a plain mapped async task.
+
+A worker is given a :class:`~.run.Run` and talks to it only through its public methods;
+the policy of each call is :mod:`.attempt`'s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from typing import TYPE_CHECKING, Any
+
+from ..lanes import timer
+from ..placement import CALLER, THREAD
+from .attempt import ABANDONED, call_async, call_sync
+from .mapped import Mapped, Work
+
+if TYPE_CHECKING:
+    from .run import Run
+
+_perf = time.perf_counter
+
+
+# --- sync ------------------------------------------------------------------------------
+
+
+def sync_worker(run: Run, work: Work | None, seat: str) -> None:
+    while work is not None:
+        if isinstance(work, str):
+            work = _sync_chain(run, work, seat) if run.start_call(work) else None
+        else:
+            work = _sync_items(run, work, seat)
+
+
+def _sync_chain(run: Run, name: str | None, seat: str) -> Work | None:
+    """Run ``name`` (counted as running), then each sync task it hands over to."""
+    specs, nodes = run.specs, run.nodes
+    while name is not None:
+        spec = specs[name]
+        kwargs = run.inputs(nodes[name].inputs)
+        value, error, start = call_sync(run, spec, None, kwargs, seat)
+        if value is ABANDONED:
+            return None
+        name, work = run.handover(name, value, error, start, seat)
+        if work is not None:
+            return work
+    return None
+
+
+def _sync_items(run: Run, mapped: Mapped, seat: str) -> Work | None:
+    while (index := run.claim(mapped)) >= 0:
+        delay = mapped.start_delay(index)
+        if delay > 0:  # rate-limited: give the thread back, come back on time
+            run.call_ended()
+            timer.deadlines().arm(
+                time.monotonic() + delay, functools.partial(_resubmit, run, mapped, index, seat)
+            )
+            return None
+        ready = _sync_item(run, mapped, index, seat)
+        if ready:
+            return run.dispatch_ready(ready, seat)
+    return None
+
+
+def _resubmit(run: Run, mapped: Mapped, index: int, seat: str) -> None:
+    # A waiting caller's items come back on the pool: the caller may be busy by then.
+    submit = run.submit_sensitive if seat == CALLER else run.submit
+    submit(
+        functools.partial(_sync_resume, run, mapped, index, CALLER if seat == CALLER else THREAD)
+    )
+
+
+def _sync_resume(run: Run, mapped: Mapped, index: int, seat: str) -> None:
+    if not run.start_call(mapped.name):
+        return
+    ready = _sync_item(run, mapped, index, seat)
+    following = run.dispatch_ready(ready, seat) if ready else None
+    sync_worker(run, following or mapped, seat)
+
+
+def _sync_item(run: Run, mapped: Mapped, index: int, seat: str) -> list[str]:
+    kwargs = {**mapped.kwargs, mapped.item_param: mapped.items[index]}
+    value, error, start = call_sync(run, mapped.spec, index, kwargs, seat)
+    if value is ABANDONED:
+        return []
+    return run.settle_item(mapped, index, value, error, start)
+
+
+# --- async -----------------------------------------------------------------------------
+
+
+async def async_worker(run: Run, work: Work | None) -> None:
+    while work is not None:
+        if isinstance(work, str):
+            work = await _async_chain(run, work) if run.start_call(work) else None
+        else:
+            work = await _async_items(run, work)
+
+
+async def _async_chain(run: Run, name: str | None) -> Work | None:
+    """Run ``name`` (counted as running), then each async task it hands over to."""
+    specs, nodes = run.specs, run.nodes
+    while name is not None:
+        spec = specs[name]
+        kwargs = run.inputs(nodes[name].inputs)
+        try:
+            if run.plain(spec):
+                start = _perf()  # the common case, kept lean
+                error: BaseException | None = None
+                try:
+                    value = await spec.function(**kwargs)
+                except asyncio.CancelledError:
+                    raise
+                except BaseException as exc:  # KeyboardInterrupt too: never to the loop
+                    value, error = None, exc
+            else:
+                value, error, start = await call_async(run, spec, None, kwargs)
+                if value is ABANDONED:
+                    return None
+        except asyncio.CancelledError as cancelled:
+            if not _cancelled_from_outside():
+                value, error, start = None, cancelled, _perf()  # the task raised it itself
+            else:
+                run.call_cancelled(name, None, cancelled)
+                return None
+        name, work = run.handover(name, value, error, start, "loop")
+        if work is not None:
+            return work
+    return None
+
+
+async def _async_items(run: Run, mapped: Mapped) -> Work | None:
+    while (index := run.claim(mapped)) >= 0:
+        kwargs = {**mapped.kwargs, mapped.item_param: mapped.items[index]}
+        try:
+            delay = mapped.start_delay(index)
+            if delay > 0:
+                await asyncio.sleep(delay)
+            value, error, start = await call_async(run, mapped.spec, index, kwargs)
+            if value is ABANDONED:
+                return None
+        except asyncio.CancelledError as cancelled:
+            if not _cancelled_from_outside():
+                value, error, start = None, cancelled, _perf()
+            else:
+                run.call_cancelled(mapped.name, index, cancelled)
+                return None
+        ready = run.settle_item(mapped, index, value, error, start)
+        if ready:
+            return run.dispatch_ready(ready, "loop")
+    return None
+
+
+def _cancelled_from_outside() -> bool:
+    """Whether this asyncio task was cancelled (``task.cancel()``), as opposed to a task
+    body raising ``CancelledError`` of its own accord, which is that task's failure."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
+
+
+# A plain mapped async task has the shape of asyncio.gather: one asyncio task per item,
+# settled by a done callback. Each item's coroutine is wrapped so that nothing it raises
+# (KeyboardInterrupt, SystemExit) ever reaches the event loop, which asyncio would let
+# out of run_forever, killing the loop's thread.
+
+
+class _Raised:
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+async def _item(function: Any, kwargs: dict[str, Any]) -> Any:
+    try:
+        return await function(**kwargs)
+    except asyncio.CancelledError as cancelled:
+        if _cancelled_from_outside():
+            raise
+        return _Raised(cancelled)
+    except BaseException as error:
+        return _Raised(error)
+
+
+def fan_out(run: Run, loop: asyncio.AbstractEventLoop, mapped: Mapped) -> None:
+    function, kwargs, item_param = mapped.spec.function, mapped.kwargs, mapped.item_param
+    context, tasks = run.context, list[asyncio.Task[Any]]()
+    mapped.claimed = len(mapped.items)
+    mapped.first_start = _perf()
+    # Settled by one callback on the loop thread, which alone touches `mapped.left`
+    # here: the items count down without the lock, and the values are read from the
+    # tasks once all are done, as gather does.
+    settle = functools.partial(_item_settled, run, mapped, tasks, [False])
+    for item in mapped.items:
+        task = loop.create_task(
+            _item(function, {**kwargs, item_param: item}), context=context.copy()
+        )
+        task.add_done_callback(settle)
+        tasks.append(task)
+    run.count_calls(len(tasks))  # none of them has run yet: this callback holds the loop
+    run.keep_tasks(tasks)
+
+
+def _item_settled(
+    run: Run,
+    mapped: Mapped,
+    tasks: list[asyncio.Task[Any]],
+    broken: list[bool],
+    task: asyncio.Task[Any],
+) -> None:
+    if task.cancelled():
+        if not run.failed:  # cancelled from outside the weave
+            run.fail(
+                mapped.name,
+                tasks.index(task),
+                asyncio.CancelledError(),
+                ended_call=False,
+                cancelled=True,
+            )
+        broken[0] = True
+    elif type(outcome := task.result()) is _Raised:
+        run.fail(mapped.name, tasks.index(task), outcome.error, ended_call=False)
+        broken[0] = True
+    mapped.left -= 1
+    if mapped.left:
+        return
+    values = None if broken[0] else [done.result() for done in tasks]
+    run.settle_fan_out(mapped, values, len(tasks))

@@ -1,0 +1,44 @@
+"""What ``wove.contrib`` (and any integration) may use of the core beyond ``wove.__all__``.
+
+The framework adapters and remote environments are built on the public API plus the
+names here, and nothing else of the core: a test checks that no module under
+``wove/contrib`` imports any other core module. These names are documented, typed and
+kept stable within a minor version; everything else in the core may change at any time.
+
+Tracing
+    :func:`annotating` tells whether the current task call is traced (so an integration
+    need not even measure what nobody records).
+Sync calls under a timeout
+    :func:`on_abandon` and :func:`call_abandoned`: database integrations cancel the
+    running query of a call abandoned at its timeout, and start no new one.
+Threads
+    :func:`start_service` starts a process-wide service thread that logs and survives an
+    unexpected error; :data:`logger` is the ``wove`` logger.
+Remote environments
+    :class:`RemoteCall`, :class:`DetachedWeave` and :func:`get_env`.
+Tasks
+    :func:`is_async_callable` says whether Wove runs a callable as an async task;
+    :data:`RESERVED_NAMES` are the names a task or keyword cannot take.
+"""
+
+from __future__ import annotations
+
+from .engine.timed import call_abandoned, on_abandon
+from .environments import DetachedWeave, RemoteCall, get_env
+from .lanes.services import logger, start_service
+from .result import RESERVED_NAMES
+from .task_spec import is_async_callable
+from .tracing import annotating
+
+__all__ = [
+    "RESERVED_NAMES",
+    "DetachedWeave",
+    "RemoteCall",
+    "annotating",
+    "call_abandoned",
+    "get_env",
+    "is_async_callable",
+    "logger",
+    "on_abandon",
+    "start_service",
+]
