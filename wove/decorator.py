@@ -43,8 +43,9 @@ class Do:
             )
         if spec.name == "<lambda>":
             raise DefinitionError(
-                "@do was given a lambda, which has no name to stand for its result; define "
-                "the task with `def name(...):`, the name being what its result is called"
+                "@do was given a lambda, which has no name to stand for its result (a task's "
+                "name must be a Python identifier); define the task with `def name(...):`, "
+                "the name being what its result is called"
             )
         return self._register(spec, function)
 
@@ -134,6 +135,7 @@ def _options(
             env=env,
         )
         check_options(cached, mapped=mapped)
+        cached = cached.normalized()
         if len(_OPTIONS) < 1024:
             _OPTIONS[key] = cached
     return cached

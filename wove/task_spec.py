@@ -7,8 +7,12 @@ graph module resolves names.
 
 from __future__ import annotations
 
+import functools
 import inspect
+import keyword
+import math
 import re
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import astuple, dataclass, field, replace
 from enum import Enum
@@ -41,6 +45,12 @@ class TaskOptions:
     thread_sensitive: bool | _Unset | None = UNSET
     #: The remote environment the task runs in (``None``: here, whatever the weave says).
     env: str | _Unset | None = UNSET
+
+    def normalized(self) -> TaskOptions:
+        """``timeout=float('inf')`` is no timeout: the same as ``timeout=None``."""
+        if self.timeout == math.inf:
+            return replace(self, timeout=None)
+        return self
 
     def inherit(self, base: TaskOptions) -> TaskOptions:
         """These options, with every field not given here taken from ``base``."""
@@ -210,6 +220,11 @@ def map_source_of(source: object) -> MapSource:
     )
 
 
+#: The longest timeout, and the longest spacing of ``limit_per_minute``: what the
+#: platform's timed waits accept (about 292 years). Longer would overflow them.
+MAX_SECONDS: Final = threading.TIMEOUT_MAX
+
+
 def check_options(options: TaskOptions, *, mapped: bool) -> None:
     retries, timeout = options.retries, options.timeout
     if retries is not UNSET and (type(retries) is not int or retries < 0):
@@ -217,6 +232,18 @@ def check_options(options: TaskOptions, *, mapped: bool) -> None:
     if timeout is not UNSET and timeout is not None and not _positive_number(timeout):
         raise InvalidOptionError(
             f"timeout must be a number of seconds > 0 (or None for no timeout), got {timeout!r}"
+        )
+    if isinstance(timeout, int | float) and MAX_SECONDS < timeout < math.inf:
+        raise InvalidOptionError(
+            f"timeout={timeout!r} is longer than the longest wait this platform supports "
+            f"({MAX_SECONDS:g} s); pass timeout=None (or float('inf')) for no timeout"
+        )
+    lpm = options.limit_per_minute
+    if isinstance(lpm, int | float) and lpm > 0 and 60.0 / lpm > MAX_SECONDS:
+        raise InvalidOptionError(
+            f"limit_per_minute={lpm!r} spaces item starts {60.0 / lpm:g} s apart, longer than "
+            f"the longest wait this platform supports ({MAX_SECONDS:g} s); use a larger "
+            f"limit, or map fewer items"
         )
     sensitive = options.thread_sensitive
     if not (sensitive is UNSET or sensitive is None or isinstance(sensitive, bool)):
@@ -261,13 +288,34 @@ def _positive_number(value: object) -> bool:
 
 
 def _name_of(function: object) -> str:
-    if type(function) is FunctionType:
+    if type(function) is FunctionType and function.__name__.isidentifier():
         return function.__name__
+    if type(function) is FunctionType and function.__name__ == "<lambda>":
+        return "<lambda>"
+    if isinstance(function, functools.partial):
+        raise DefinitionError(
+            f"@do was given functools.partial({_qualname(function.func)}, ...), which has no "
+            f"name of its own to stand for its result (every partial would be called "
+            f"'partial' and replace the one before); define the task with `def name(...): "
+            f"return {_qualname(function.func)}(...)`"
+        )
     name = getattr(function, "__name__", None)
-    if isinstance(name, str) and name.isidentifier():
+    if name == "<lambda>":
+        return "<lambda>"  # refused where it is registered (the decorator), in its words
+    if isinstance(name, str):
+        if not name.isidentifier() or keyword.iskeyword(name):
+            fixed = re.sub(r"\W", "_", name).strip("_") or "value"
+            raise DefinitionError(
+                f"task name {name!r} is not a Python identifier: a task's name is the "
+                f"parameter name its dependents take; rename it (e.g. {fixed!r})"
+            )
         return name
     # A callable object without __name__ is named after its class, as a snake_case noun.
     return re.sub(r"(?<!^)(?=[A-Z])", "_", type(function).__name__).lower()
+
+
+def _qualname(function: object) -> str:
+    return getattr(function, "__qualname__", None) or type(function).__name__
 
 
 def is_async_callable(function: object) -> bool:
@@ -305,6 +353,8 @@ def _signature_from_code(function: FunctionType, code: CodeType, takes_self: boo
     with_default = set(names[code.co_argcount - len(defaults) : code.co_argcount])
     with_default.update(function.__kwdefaults__ or ())
     params = names[1:] if takes_self else names
+    if code.co_flags & (inspect.CO_GENERATOR | inspect.CO_ASYNC_GENERATOR):
+        _refuse_generator(function)
     if takes_self and not names:
         raise DefinitionError(f"Weave class task {function.__name__!r} must take `self` first")
     return Signature(
@@ -314,7 +364,17 @@ def _signature_from_code(function: FunctionType, code: CodeType, takes_self: boo
     )
 
 
+def _refuse_generator(function: object) -> None:
+    raise DefinitionError(
+        f"task {_name_of(function)!r} is a generator function (it contains `yield`): a "
+        f"task returns one value, and its generator would never be run; return a list "
+        f"(`return list(...)`), or map a task over the items with @w.do(items)"
+    )
+
+
 def _signature_from_inspect(function: object, takes_self: bool) -> Signature:
+    if inspect.isgeneratorfunction(function) or inspect.isasyncgenfunction(function):
+        _refuse_generator(function)
     try:
         parameters = list(inspect.signature(function).parameters.values())  # type: ignore[arg-type]
     except (TypeError, ValueError) as exc:

@@ -49,6 +49,7 @@ class WeaveBlock:
         origin: str,
     ) -> None:
         _check_arguments(parent_weave, max_workers, background, fork, on_done, env)
+        _check_flags(debug=debug, background=background)
         if not (thread_sensitive is None or isinstance(thread_sensitive, bool)):
             raise InvalidOptionError(
                 f"thread_sensitive must be True, False or None, got {thread_sensitive!r}"
@@ -344,6 +345,16 @@ def _check_arguments(
         )
     if on_done is not None and not callable(on_done):
         raise DefinitionError(f"on_done must be callable, got {type(on_done).__name__}")
+
+
+def _check_flags(**flags: object) -> None:
+    # `debug="no"` would be truthy and `background=1` silently a background weave.
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise InvalidOptionError(
+                f"weave({name}=...) must be True or False, got {value!r}; "
+                f"pass {name}=True or {name}=False"
+            )
 
 
 def weave(

@@ -14,8 +14,8 @@ import time
 from types import CoroutineType, MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
-from ..errors import DefinitionError, TaskTimeout
-from ..lanes import hooks, services, timer
+from ..errors import TaskTimeout
+from ..lanes import hooks, loops, services, timer
 from ..placement import THREAD, Lane
 from ..task_spec import TaskSpec
 from ..tracing import (
@@ -190,15 +190,14 @@ def call_sync(
                 value = context.run(hooks.wrapped_call, wrappers, function, kwargs)
             else:
                 value = context.run(function, **kwargs)
+            if type(value) is CoroutineType:
+                value = _run_to_completion(value, context)
         except BaseException as exc:
             value, error = None, exc
         if timed is not None:
             timed_calls.running(previous)
             if timed.settle():
                 return ABANDONED, None, start  # the timeout already failed the task
-        if error is None and type(value) is CoroutineType:
-            error = _coroutine_returned(spec.name, value)
-            value = None
         if not again(run, spec, index, began, attempt, error, extra):
             return value, error, start
         attempt += 1
@@ -254,10 +253,14 @@ async def call_async(
         attempt += 1
 
 
-def _coroutine_returned(name: str, coroutine: CoroutineType[Any, Any, Any]) -> DefinitionError:
-    coroutine.close()  # never awaited, and never warned about: the error says it
-    return DefinitionError(
-        f"sync task {name!r} returned a coroutine instead of a value: it is a plain callable "
-        "that calls an async function; define the task with `async def` (or make the "
-        "callable's __call__ async) so Wove awaits it"
-    )
+def _run_to_completion(coroutine: CoroutineType[Any, Any, Any], context: Any) -> Any:
+    """A sync callable returned a coroutine (a ``functools.wraps`` or ``lru_cache``
+    wrapper around an ``async def``, a lambda calling one): it is awaited, on one of
+    Wove's loop threads, while this thread waits, as the published wove does. It must
+    not be run here: this thread may already run a loop (a plain ``with`` in async
+    code), and a coroutine left unawaited would only warn."""
+
+    async def awaited() -> Any:
+        return await coroutine
+
+    return context.run(loops.run_coroutine, awaited()).result()
