@@ -117,13 +117,20 @@ class Run:
         self.context = contextvars.copy_context()
         self._ref = _RunRef(self)
         self.context.run(_current_run.set, self._ref)
-        # Calls on pool threads say so in their context: a nested event loop started
-        # there (asyncio.run, async_to_sync) blocks a pool thread (see lanes.pool).
-        self.context.run(pool.in_pool_call.set, False)
-        self.thread_context = self.context
-        if THREAD in self.lanes.values():
-            self.thread_context = self.context.copy()
-            self.thread_context.run(pool.in_pool_call.set, True)
+        if pool.in_pool_call.get():  # a weave started inside a pool call: not one itself
+            self.context.run(pool.in_pool_call.set, False)
+        self._thread_context: contextvars.Context | None = None
+
+    @property
+    def thread_context(self) -> contextvars.Context:
+        """The context of calls on pool threads: it says so, for a nested event loop
+        started there (asyncio.run, async_to_sync) blocks a pool thread (lanes.pool)."""
+        context = self._thread_context
+        if context is None:
+            context = self.context.copy()
+            context.run(pool.in_pool_call.set, True)
+            self._thread_context = context
+        return context
 
     # --- lifecycle -------------------------------------------------------------------
 

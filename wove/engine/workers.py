@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..lanes import timer
 from ..placement import CALLER, THREAD
+from ..task_spec import NO_OPTIONS
 from .attempt import ABANDONED, call_async, call_sync
 from .mapped import Mapped, Work
 
@@ -103,12 +104,12 @@ async def async_worker(run: Run, work: Work | None) -> None:
 
 async def _async_chain(run: Run, name: str | None) -> Work | None:
     """Run ``name`` (counted as running), then each async task it hands over to."""
-    specs, nodes = run.specs, run.nodes
+    specs, nodes, lean = run.specs, run.nodes, run.recorder is None
     while name is not None:
         spec = specs[name]
         kwargs = run.inputs(nodes[name].inputs)
         try:
-            if run.plain(spec):
+            if lean and spec.options is NO_OPTIONS:
                 start = _perf()  # the common case, kept lean
                 error: BaseException | None = None
                 try:
@@ -175,9 +176,11 @@ class _Raised:
         self.error = error
 
 
-async def _item(function: Any, kwargs: dict[str, Any]) -> Any:
+async def _item(function: Any, kwargs: dict[str, Any], item_param: str, item: Any) -> Any:
+    # The item's coroutine is made when its task first runs, as late as gather's would be
+    # awaited: a pending item holds only this frame.
     try:
-        return await function(**kwargs)
+        return await function(**kwargs, **{item_param: item})
     except asyncio.CancelledError as cancelled:
         if _cancelled_from_outside():
             raise
@@ -196,9 +199,7 @@ def fan_out(run: Run, loop: asyncio.AbstractEventLoop, mapped: Mapped) -> None:
     # tasks once all are done, as gather does.
     settle = functools.partial(_item_settled, run, mapped, tasks, [False])
     for item in mapped.items:
-        task = loop.create_task(
-            _item(function, {**kwargs, item_param: item}), context=context.copy()
-        )
+        task = loop.create_task(_item(function, kwargs, item_param, item), context=context.copy())
         task.add_done_callback(settle)
         tasks.append(task)
     run.count_calls(len(tasks))  # none of them has run yet: this callback holds the loop
