@@ -53,8 +53,11 @@ def progress(stage: str) -> None:
 def run_isolated(scenario: Callable[..., Any], timeout: float = 15, **kwargs: Any) -> Any:
     """Run ``scenario(**kwargs)`` in a fresh interpreter; return what it returned."""
     env = {**os.environ, "PYTHONPATH": WOVE_ROOT}
+    # -P: `python -c` would put the working directory (the checkout) first on sys.path,
+    # and test the source tree instead of the wove this session imported.
     command = [
         sys.executable,
+        "-P",
         "-c",
         _CHILD,
         TESTS_DIR,

@@ -182,7 +182,7 @@ except wove.TaskTimeout:
 """
     root = os.path.dirname(os.path.dirname(wove.__file__))
     proc = subprocess.run(
-        [sys.executable, "-c", code],
+        [sys.executable, "-P", "-c", code],  # -P: not the checkout in the working dir
         capture_output=True,
         text=True,
         timeout=20,
