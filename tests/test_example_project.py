@@ -78,7 +78,7 @@ token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form.content.de
 assert token is not None, form.content
 book = Book.objects.get(title="Emma")
 placed = []
-for mode in ("thread", "fork"):
+for mode in ("background", "fork"):
     data = {"csrfmiddlewaretoken": token.group(1), "book": book.pk, "email": "a@example.com"}
     answer = client.post("/orders/", {**data, "mode": mode})
     assert answer.status_code == 302, (mode, answer.status_code, answer.content)

@@ -61,7 +61,7 @@ TEMPLATES = [
 WOVE = {
     "SERVER_TIMING": True,
     "TRACE_STORE_SIZE": 50,
-    "DETACH_MODE": "thread",
+    "DETACH_MODE": "background",
 }
 
 # Celery (bookshop/celery.py), only when it and its Redis client are installed (the

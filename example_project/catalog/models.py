@@ -46,11 +46,11 @@ class Review(models.Model):
 
 
 class Order(models.Model):
-    DETACH_MODES = (("thread", "thread"), ("fork", "fork"))
+    DETACH_MODES = (("background", "background"), ("fork", "fork"))
 
     book = models.ForeignKey(Book, on_delete=models.CASCADE, related_name="orders")
     email = models.EmailField()
-    mode = models.CharField(max_length=10, choices=DETACH_MODES, default="thread")
+    mode = models.CharField(max_length=10, choices=DETACH_MODES, default="background")
     price = models.DecimalField(max_digits=7, decimal_places=2, null=True, blank=True)
     placed_at = models.DateTimeField(auto_now_add=True)
     # Filled in by the detached work (catalog.receipts.send_receipt), after the response.

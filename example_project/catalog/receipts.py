@@ -18,9 +18,9 @@ def send_receipt(order_id: int) -> None:
     """Render the receipt and mail it: slow, and the customer need not wait for it.
 
     ``detach(send_receipt, order.pk)`` starts it once the order page's response has
-    been sent: on Wove's thread pool (``mode="thread"``) or in a forked child process
-    (``mode="fork"``). It records when it started and which process ran it, so the
-    order page can show that it began after the response.
+    been sent: in this process, on Wove's thread pool (``mode="background"``), or in a
+    forked child process (``mode="fork"``). It records when it started and which process
+    ran it, so the order page can show that it began after the response.
     """
     Order.objects.filter(pk=order_id).update(
         receipt_started_at=timezone.now(), receipt_pid=os.getpid()

@@ -301,7 +301,9 @@ def orders(request: HttpRequest) -> HttpResponse:
             return redirect("order", pk=order.pk)
     else:
         first = Book.objects.values_list("pk", flat=True).first()
-        form = OrderForm(initial={"book": first, "email": "reader@example.com", "mode": "thread"})
+        form = OrderForm(
+            initial={"book": first, "email": "reader@example.com", "mode": "background"}
+        )
     recent = Order.objects.select_related("book")[:10]
     return render(request, "catalog/orders.html", {"form": form, "orders": recent})
 

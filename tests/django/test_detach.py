@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from django.test import Client, override_settings
 
-from wove import InvalidOptionError, WeaveStateError
+from wove import InvalidOptionError, Weave, WeaveStateError
 from wove.contrib.django import detach
 from wove.contrib.django.recording import store
 
@@ -29,6 +29,10 @@ def _wait_for(path: Path, seconds: float = 10.0) -> str:
             return path.read_text()
         time.sleep(0.01)
     raise AssertionError(f"{path} was not written within {seconds} s")
+
+
+def _nothing() -> None:
+    pass
 
 
 def _wait_for_trace(path_fragment: str, seconds: float = 10.0) -> object:
@@ -61,8 +65,8 @@ def test_work_starts_only_when_the_response_is_closed(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("url", "mode", "task"),
     [
-        ("/detach/", "thread", "_write_marker"),
-        ("/detach-decorated/", "thread", "write"),
+        ("/detach/", "background", "_write_marker"),
+        ("/detach-decorated/", "background", "write"),
         ("/detach/", "fork", "_write_marker"),
     ],
 )
@@ -72,7 +76,7 @@ def test_detached_work_runs_and_is_traced_under_its_name(
     marker = tmp_path / "marker"
     assert client.get(url, {"marker": str(marker), "mode": mode}).content == b"sent"
     pid = int(_wait_for(marker))
-    assert (pid == os.getpid()) is (mode == "thread")
+    assert (pid == os.getpid()) is (mode == "background")
     trace = _wait_for_trace(f"after GET {url}")
     assert trace.error is None  # type: ignore[attr-defined]
     assert [(r.task, r.status) for r in trace.records] == [(task, "ok")]  # type: ignore[attr-defined]
@@ -93,7 +97,7 @@ def test_tasks_mode_enqueues_a_django_task(client: Client, tmp_path: Path) -> No
     assert _wait_for(marker) == "from a task"  # the default backend runs it at once
 
 
-@pytest.mark.parametrize("mode", ["thread", "fork"])
+@pytest.mark.parametrize("mode", ["background", "fork"])
 def test_failing_detached_work_is_logged_and_traced(
     client: Client, caplog: pytest.LogCaptureFixture, mode: str
 ) -> None:
@@ -129,7 +133,7 @@ def test_a_bad_mode_and_a_plain_function_in_tasks_mode_are_refused() -> None:
 
     _, token = open_pending("GET", "/")
     try:
-        with pytest.raises(InvalidOptionError, match="'thread', 'fork', 'tasks'"):
+        with pytest.raises(InvalidOptionError, match="'background', 'fork', 'tasks'"):
             detach(print, mode="later")  # type: ignore[call-overload]
         with pytest.raises(InvalidOptionError, match="needs a task made with @task"):
             detach(print, mode="tasks")
@@ -142,3 +146,119 @@ def test_a_bad_mode_and_a_plain_function_in_tasks_mode_are_refused() -> None:
             detach(print)
     finally:
         close_pending(token)
+
+
+class Restock(Weave):
+    @Weave.do
+    def counted(self, shelf: str) -> int:
+        return len(shelf)
+
+    @Weave.do
+    def ordered(self, counted: int) -> int:
+        return counted * 2
+
+
+def test_a_weave_class_detached_runs_its_tasks_traced() -> None:
+    """The shared core runs a Weave class as a weave of its own, keyword data only."""
+    from django.http import HttpRequest, HttpResponse
+    from django.test.client import RequestFactory
+
+    from wove.contrib.django.middleware import WoveMiddleware
+
+    def view(request: HttpRequest) -> HttpResponse:
+        detach(Restock, shelf="A1")
+        with pytest.raises(InvalidOptionError, match="keyword data only"):
+            detach(Restock, "A1")
+        return HttpResponse("sent")
+
+    WoveMiddleware(view)(RequestFactory().get("/restock/")).close()
+    trace = _wait_for_trace("Restock after GET /restock/")
+    assert trace.error is None  # type: ignore[attr-defined]
+    assert [(r.task, r.status) for r in trace.records] == [  # type: ignore[attr-defined]
+        ("counted", "ok"),
+        ("ordered", "ok"),
+    ]
+
+
+def test_the_old_mode_name_thread_still_runs_in_process_and_warns(tmp_path: Path) -> None:
+    """mode="thread" was renamed "background": it still works, and the warning points at
+    the caller's line (the call and the decorator form), not into Wove."""
+    from django.http import HttpRequest, HttpResponse
+    from django.test.client import RequestFactory
+
+    from wove.contrib.django.middleware import WoveMiddleware
+
+    marker = tmp_path / "marker"
+
+    def view(request: HttpRequest) -> HttpResponse:
+        detach(lambda: marker.write_text(str(os.getpid())), mode="thread")
+        detach(mode="thread")(_nothing)
+        return HttpResponse("sent")
+
+    with pytest.warns(DeprecationWarning, match='use mode="background"') as caught:
+        response = WoveMiddleware(view)(RequestFactory().get("/old-name/"))
+    assert [(w.category, w.filename) for w in caught] == [(DeprecationWarning, __file__)] * 2
+    response.close()
+    assert int(_wait_for(marker)) == os.getpid()
+
+
+def test_a_detach_racing_with_the_close_is_run_or_refused_by_the_shared_core() -> None:
+    """A thread the view started keeps calling detach() while the server closes the
+    response: each call is either taken with the rest (and runs) or refused, by the core
+    the Starlette adapter uses too; none is accepted and then lost. Many rounds, as the
+    close can fall anywhere in a detach() call."""
+    import contextvars
+    import sys
+    import threading
+    import traceback
+
+    from django.http import HttpRequest, HttpResponse
+    from django.test.client import RequestFactory
+
+    from wove.contrib.django.middleware import WoveMiddleware
+    from wove.contrib.traces import after_response as core
+
+    accepted: list[int] = []
+    ran: list[int] = []
+    refused: list[WeaveStateError] = []
+    threads: list[threading.Thread] = []
+
+    def keep_detaching() -> None:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                detach(ran.append, len(accepted))
+            except WeaveStateError as exc:
+                refused.append(exc)
+                return
+            accepted.append(len(accepted))
+            time.sleep(0)  # let the server go on: this call and the close interleave
+
+    def view(request: HttpRequest) -> HttpResponse:
+        context = contextvars.copy_context()  # what a background weave's thread sees
+        thread = threading.Thread(target=context.run, args=(keep_detaching,), daemon=True)
+        threads.append(thread)
+        thread.start()
+        while not accepted:
+            time.sleep(0)
+        return HttpResponse("sent")
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often: open the race's window wide
+    try:
+        for _ in range(30):
+            accepted.clear()
+            ran.clear()
+            refused.clear()
+            WoveMiddleware(view)(RequestFactory().get("/race/")).close()
+            threads[-1].join(5)
+            assert not threads[-1].is_alive()
+            assert refused, "detach() was still accepted 5 s after the response was closed"
+            deadline = time.monotonic() + 10
+            while sorted(ran) != accepted and time.monotonic() < deadline:
+                time.sleep(0.001)
+            assert sorted(ran) == accepted  # every accepted call ran, none twice
+    finally:
+        sys.setswitchinterval(interval)
+    assert "after the response of GET /race/ was sent" in str(refused[0])
+    assert traceback.extract_tb(refused[0].__traceback__)[-1].filename == core.__file__

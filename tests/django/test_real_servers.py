@@ -278,7 +278,7 @@ def no_zombies_under(server: Server) -> None:
         assert not zombies, f"zombie children of worker {worker}: {zombies}"
 
 
-@pytest.mark.parametrize("mode", ["thread", "fork"])
+@pytest.mark.parametrize("mode", ["background", "fork"])
 @pytest.mark.parametrize("kind", ["gunicorn", "uvicorn"])
 def test_detached_work_starts_after_the_response(
     servers: Servers, tmp_path: Path, kind: str, mode: str
@@ -291,7 +291,7 @@ def test_detached_work_starts_after_the_response(
     assert not marker.exists(), "the detached work finished before the response arrived"
     assert eventually(marker.exists, bool, 30), "the detached work never ran"
     pid = int(eventually(marker.read_text, bool, 5))
-    if mode == "thread":
+    if mode == "background":
         assert pid == worker
     else:
         assert pid != worker

@@ -20,7 +20,7 @@ def test_defaults_are_documented_and_applied() -> None:
     assert conf.load({}, debug=True).server_timing is True
     assert options.trace_store_size == 100
     assert options.atomic == "thread_sensitive"
-    assert options.detach_mode == "thread"
+    assert options.detach_mode == "background"
     assert options.trace_access is conf.staff_or_debug
 
 
@@ -32,6 +32,7 @@ def test_defaults_are_documented_and_applied() -> None:
         ({"TRACE_STORE_SIZE": 0}, "must be an int >= 1, got 0"),
         ({"MAX_THREADS": True}, "must be an int >= 1, got True"),
         ({"ATOMIC": "serial"}, "must be one of 'thread_sensitive', 'parallel', got 'serial'"),
+        ({"DETACH_MODE": "later"}, "must be one of 'background', 'fork', 'tasks', got 'later'"),
         ({"TRACE_ACCESS": "no.such.function"}, "cannot be imported"),
         ({"TRACE_ACCESS": 3}, "must be None, a function taking the request"),
         (["RECORD"], "settings.WOVE must be a dict, got list"),
@@ -121,3 +122,14 @@ class TestTracePages:
         with override_settings(DEBUG=True):
             assert client.get("/wove/nothere/").status_code == 404
             assert client.get("/wove/nothere.json").status_code == 404
+
+
+def test_the_old_detach_mode_name_still_loads_and_the_system_check_says_so() -> None:
+    """DETACH_MODE "thread" was renamed "background"; it still works, with a warning."""
+    assert conf.load({"DETACH_MODE": "thread"}, debug=False).detach_mode == "background"
+    with override_settings(WOVE={"DETACH_MODE": "thread"}):
+        found = [m for m in _run_checks() if isinstance(m, Warning) and m.id == "wove.W003"]
+    assert len(found) == 1
+    assert "'background'" in found[0].msg
+    with override_settings(WOVE={"DETACH_MODE": "background"}):
+        assert not [m for m in _run_checks() if getattr(m, "id", "") == "wove.W003"]

@@ -3,7 +3,13 @@ traced as its own entry, errors logged and traced, dropped when the endpoint rai
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import logging
+import sys
+import threading
+import time
+import traceback
 from typing import Any
 
 import pytest
@@ -14,6 +20,7 @@ from starlette_support import client, run, watching
 from wove import InvalidOptionError, WeaveStateError
 from wove.contrib.starlette import detach
 from wove.contrib.traces import DETACHED, TraceStore
+from wove.contrib.traces import after_response as core
 
 
 def store_of(app: Starlette) -> TraceStore:
@@ -128,3 +135,62 @@ def test_detach_refuses_bad_calls() -> None:
     get(app, "/misuse")
     assert len(errors) == 4
     assert "must be one of 'background', 'fork'" in str(errors[0])
+
+
+def test_a_detach_racing_with_the_end_is_run_or_refused_by_the_shared_core() -> None:
+    """A thread the endpoint started keeps calling detach() while the request finishes:
+    each call is either taken with the rest (and runs) or refused, under the lock of the
+    core the Django adapter uses too; none is accepted and then lost. Many rounds, as
+    the end can fall anywhere in a detach() call."""
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse, Response
+    from starlette.routing import Route
+
+    accepted: list[int] = []
+    ran: list[int] = []
+    refused: list[WeaveStateError] = []
+    threads: list[threading.Thread] = []
+
+    def keep_detaching() -> None:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                detach(ran.append, len(accepted))
+            except WeaveStateError as exc:
+                refused.append(exc)
+                return
+            accepted.append(len(accepted))
+            time.sleep(0)  # let the request go on: this call and its end interleave
+
+    async def racing(request: Request) -> Response:
+        context = contextvars.copy_context()  # what a thread of a background weave sees
+        thread = threading.Thread(target=context.run, args=(keep_detaching,), daemon=True)
+        threads.append(thread)
+        thread.start()
+        while not accepted:
+            await asyncio.sleep(0)
+        return PlainTextResponse("ok")
+
+    app = starlette_testapp.build(record=False)
+    app.router.routes.append(Route("/race", racing))
+
+    async def rounds() -> None:
+        async with client(app) as c:
+            for _ in range(30):
+                accepted.clear()
+                ran.clear()
+                refused.clear()
+                assert (await c.get("/race")).text == "ok"
+                await asyncio.to_thread(threads[-1].join, 5)
+                assert not threads[-1].is_alive()
+                assert refused, "detach() was still accepted 5 s after the request was over"
+                assert sorted(ran) == accepted  # run before the request ended, none lost
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often: open the race's window wide
+    try:
+        run(rounds())
+    finally:
+        sys.setswitchinterval(interval)
+    assert "after the response of GET /race was sent" in str(refused[0])
+    assert traceback.extract_tb(refused[0].__traceback__)[-1].filename == core.__file__

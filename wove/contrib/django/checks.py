@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from django.apps import AppConfig
@@ -37,6 +37,26 @@ def check_wove_settings(
                 )
             )
     return errors
+
+
+@register()
+def check_renamed_settings(
+    app_configs: Sequence[AppConfig] | None, **kwargs: Any
+) -> Sequence[CheckMessage]:
+    """An old name in WOVE still works (conf maps it); say which name replaced it."""
+    raw = getattr(settings, "WOVE", None)
+    mode = raw.get("DETACH_MODE") if isinstance(raw, Mapping) else None
+    if not isinstance(mode, str) or mode not in conf.RENAMED_DETACH_MODES:
+        return []
+    new = conf.RENAMED_DETACH_MODES[mode]
+    return [
+        Warning(
+            f"settings.WOVE['DETACH_MODE'] = {mode!r} is deprecated: the mode is now "
+            f"named {new!r}, as in weave(background=True).",
+            hint=f"Set WOVE['DETACH_MODE'] = {new!r}.",
+            id="wove.W003",
+        )
+    ]
 
 
 @register()

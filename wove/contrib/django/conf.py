@@ -23,10 +23,14 @@ from django.utils.module_loading import import_string
 from wove import RemoteEnv, WoveError
 
 AtomicPolicy = Literal["thread_sensitive", "parallel"]
-DetachMode = Literal["thread", "fork", "tasks"]
+DetachMode = Literal["background", "fork", "tasks"]
+RenamedDetachMode = Literal["thread"]
 
 ATOMIC_CHOICES: tuple[AtomicPolicy, ...] = ("thread_sensitive", "parallel")
-DETACH_MODES: tuple[DetachMode, ...] = ("thread", "fork", "tasks")
+DETACH_MODES: tuple[DetachMode, ...] = ("background", "fork", "tasks")
+#: Old names still accepted (detach() warns, and so does ``manage.py check`` for
+#: DETACH_MODE): "background" matches weave(background=True) and the Starlette adapter.
+RENAMED_DETACH_MODES: Mapping[str, DetachMode] = {"thread": "background"}
 
 #: Every key, its default, and what it means (docs/django.md has the same table).
 DEFAULTS: Mapping[str, Any] = {
@@ -40,7 +44,7 @@ DEFAULTS: Mapping[str, Any] = {
     "CONNECTION_HYGIENE": True,  # close or return pool threads' connections after each task
     "COUNT_QUERIES": True,  # count each task's SQL queries and their time in its trace
     "MAX_THREADS": None,  # wove.configure(max_threads=...); None: leave Wove's default
-    "DETACH_MODE": "thread",  # detach()'s default mode: "thread", "fork" or "tasks"
+    "DETACH_MODE": "background",  # detach()'s default mode: "background", "fork" or "tasks"
     "ENVIRONMENTS": {},  # remote environments by name: {"celery": {"APP": ..., ...}}
 }
 
@@ -121,7 +125,7 @@ def load(raw: object, *, debug: bool) -> WoveSettings:
         connection_hygiene=_flag(values, "CONNECTION_HYGIENE"),
         count_queries=_flag(values, "COUNT_QUERIES"),
         max_threads=None if values["MAX_THREADS"] is None else _count(values, "MAX_THREADS", 1),
-        detach_mode=_choice(values, "DETACH_MODE", DETACH_MODES),
+        detach_mode=_detach_mode(values),
         environments=_environments(values["ENVIRONMENTS"]),
     )
 
@@ -155,6 +159,15 @@ def _choice(values: Mapping[str, Any], key: str, choices: tuple[Any, ...]) -> An
             f"settings.WOVE[{key!r}] must be one of {', '.join(map(repr, choices))}, got {value!r}"
         )
     return value
+
+
+def _detach_mode(values: Mapping[str, Any]) -> DetachMode:
+    """An old name stands for its new one (the system check wove.W003 reports it)."""
+    value = values["DETACH_MODE"]
+    if isinstance(value, str) and value in RENAMED_DETACH_MODES:
+        return RENAMED_DETACH_MODES[value]
+    mode: DetachMode = _choice(values, "DETACH_MODE", DETACH_MODES)
+    return mode
 
 
 def _access(value: object) -> Callable[[HttpRequest], bool]:

@@ -4,7 +4,9 @@ The middleware gives each request a list of pending work (a contextvar, so it is
 from async endpoints, from sync endpoints on anyio's worker threads, and from the task
 an outer ``BaseHTTPMiddleware`` runs the app in). Once the last body message has gone
 to the server, and the app (with its own background tasks) has returned, it starts the
-work. Modes:
+work. The bookkeeping (the list, its lock, refusing a late ``detach()``, the checks,
+running each item and tracing it) is the shared core,
+:mod:`wove.contrib.traces.after_response`; this module is the ASGI glue. Modes:
 
 - ``"background"``: in this process, in the request's task, as a Starlette background
   task is: a weave of one task, so a sync function runs on Wove's pool (never on
@@ -20,52 +22,27 @@ endpoint raises, the work it registered is dropped (and logged).
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
-import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
-from wove import InvalidOptionError, WeaveStateError, collecting, weave
-from wove.contrib.traces import DETACHED, ActiveRequest, RequestRecorder
-from wove.contrib.traces.detached import detached_task, is_template, run_forked
-from wove.contrib.traces.request import describe
+from wove.contrib.traces import RequestRecorder
+from wove.contrib.traces import after_response as core
+from wove.contrib.traces.after_response import PendingWork
 
 from .conf import DETACH_MODES, DetachMode
 
-logger = logging.getLogger("wove")
-
 F = TypeVar("F", bound=Callable[..., Any])
 
-
-@dataclass(frozen=True, slots=True)
-class DetachedWork:
-    function: Callable[..., Any]
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
-    mode: DetachMode
-
-    @property
-    def name(self) -> str:
-        return getattr(self.function, "__qualname__", None) or repr(self.function)
-
-
-@dataclass(slots=True)
-class PendingWork:
-    """What one request's endpoint registered; the middleware starts it."""
-
-    method: str
-    path: str
-    recorder: RequestRecorder | None  # None: recording is off
-    default_mode: DetachMode
-    items: list[DetachedWork] = field(default_factory=list)
-    dropped_because: str | None = None
-    closed: bool = False  # the app returned: what detach() adds now would never run
-
-
-_pending: contextvars.ContextVar[PendingWork | None] = contextvars.ContextVar(
-    "wove_starlette_detach_pending", default=None
+_detacher = core.Detacher(
+    "starlette",
+    modes=DETACH_MODES,
+    missing=(
+        "detach() runs work after a request's response, so it must be called while "
+        "a request handled by WoveMiddleware is in progress; add "
+        "Middleware(wove.contrib.starlette.WoveMiddleware) to the app's middleware, "
+        "or outside a request use `with weave(background=True)`"
+    ),
 )
 
 
@@ -83,46 +60,12 @@ def detach(function: Any = None, /, *args: Any, mode: Any = None, **kwargs: Any)
     ``mode`` defaults to the middleware's ``detach_mode`` (``"background"``). Needs
     :class:`~wove.contrib.starlette.WoveMiddleware`.
     """
-    if function is None:
-        if args or kwargs:
-            raise InvalidOptionError(
-                "detach() got arguments but no function; call detach(function, *args) "
-                "or use @detach / @detach(mode=...) as a decorator"
-            )
-        return lambda decorated: detach(decorated, mode=mode)
-    pending = _pending.get()
-    if pending is None:
-        raise WeaveStateError(
-            "detach() runs work after a request's response, so it must be called while "
-            "a request handled by WoveMiddleware is in progress; add "
-            "Middleware(wove.contrib.starlette.WoveMiddleware) to the app's middleware, "
-            "or outside a request use `with weave(background=True)`"
-        )
-    if pending.closed:
-        raise WeaveStateError(
-            f"detach() was called after {pending.method} {pending.path} was over (from a "
-            "task that outlived the request?); its detached work has already been started, "
-            "so this would never run; use `with weave(background=True)` instead"
-        )
-    chosen = pending.default_mode if mode is None else mode
-    if chosen not in DETACH_MODES:
-        raise InvalidOptionError(
-            f"detach mode must be one of {', '.join(map(repr, DETACH_MODES))}, got {chosen!r}"
-        )
-    if not callable(function):
-        raise InvalidOptionError(f"detach() needs a function to call, got {function!r}")
-    if is_template(function) and args:
-        raise InvalidOptionError(
-            f"detach({function.__name__}, ...) runs a Weave class with keyword data only; "
-            "pass its inputs as keywords"
-        )
-    pending.items.append(DetachedWork(function, args, kwargs, chosen))
-    return function
+    return _detacher.detach(function, args, kwargs, mode)
 
 
 def current_pending() -> PendingWork | None:
     """The request's pending work, while the middleware handles a request."""
-    return _pending.get()
+    return _detacher.current()
 
 
 # --- the middleware's side ----------------------------------------------------------------
@@ -131,70 +74,34 @@ def current_pending() -> PendingWork | None:
 def open_pending(
     method: str, path: str, recorder: RequestRecorder | None, mode: DetachMode
 ) -> tuple[PendingWork, contextvars.Token[Any]]:
-    pending = PendingWork(method, path, recorder, mode)
-    return pending, _pending.set(pending)
+    pending = PendingWork(method, path, recorder=lambda: recorder, default_mode=lambda: mode)
+    return pending, _detacher.enter(pending)
 
 
 def close_pending(token: contextvars.Token[Any], pending: PendingWork) -> None:
-    pending.closed = True
-    _pending.reset(token)
+    """The app returned: a later ``detach()`` is refused (its work is about to be run,
+    or there is none and nothing would run it)."""
+    pending.close()
+    _detacher.exit(token)
 
 
 def drop(pending: PendingWork, reason: str) -> None:
     """The endpoint raised: drop the work it detached (it may rely on what failed)."""
-    items, pending.items = pending.items, []
-    pending.dropped_because = reason
-    for item in items:
-        logger.warning(
-            "wove: detached work %s of %s %s was not started: %s",
-            item.name,
-            pending.method,
-            pending.path,
-            reason,
-        )
+    pending.drop(reason)
 
 
 async def run_all(pending: PendingWork) -> None:
-    """Start (fork) or run (background) everything ``pending`` holds, one after another;
-    one item failing does not stop the next."""
-    items, pending.items = pending.items, []
-    for position, item in enumerate(items):
-        label = f"{item.name} after {pending.method} {pending.path}"
-        active = pending.recorder.begin(DETACHED, label) if pending.recorder else None
-        try:
-            if item.mode == "fork":
-                _start_fork(item, label, active)
-            else:
-                await _run_here(item, label, active)
-        except Exception:
-            logger.exception("wove: detached work %s could not be started", label)
-        except BaseException as exc:  # cancelled: say what will not run
-            pending.items = items[position + 1 :]
-            drop(pending, f"the request's task was stopped ({type(exc).__name__})")
-            raise
+    """Run (background) or start (fork) everything ``pending`` holds, one after another,
+    in the request's task; one item failing does not stop the next."""
+    await core.run_all(pending)
 
 
-async def _run_here(item: DetachedWork, label: str, active: ActiveRequest | None) -> None:
-    error: BaseException | None = None
-    try:
-        with collecting(active.collect) if active is not None else contextlib.nullcontext():
-            if is_template(item.function):
-                async with weave(item.function, **item.kwargs):
-                    pass
-            else:
-                async with weave() as w:
-                    w.do(detached_task(item.function, item.args, item.kwargs))
-    except Exception as exc:
-        error = exc
-        logger.error("wove: detached work %s failed", label, exc_info=exc)
-    except BaseException as exc:  # cancelled (a server's shutdown): file it, then stop
-        logger.warning("wove: detached work %s was stopped: %s", label, describe(exc))
-        if active is not None:
-            active.finish(None, error=describe(exc))
-        raise
-    if active is not None:
-        active.finish(None, error=None if error is None else describe(error))
-
-
-def _start_fork(item: DetachedWork, label: str, active: ActiveRequest | None) -> None:
-    run_forked(item.function, item.args, item.kwargs, label, active)
+__all__ = [
+    "PendingWork",
+    "close_pending",
+    "current_pending",
+    "detach",
+    "drop",
+    "open_pending",
+    "run_all",
+]

@@ -1,22 +1,25 @@
-"""Work a web adapter runs after the response: the task that calls it, and a forked run
-that reports back. Shared by the Django and Starlette adapters' ``detach()``.
+"""How one piece of detached work runs, in each of the modes the web adapters share:
+in this process (a background weave, or awaited in the request's task) or in a forked
+child that reports back. :mod:`.after_response` decides what runs and when.
 """
 
 from __future__ import annotations
 
 import contextlib
 import keyword
+import logging
 import traceback
 from collections.abc import Callable, Mapping
 from types import CodeType, FunctionType
 from typing import Any, TypeGuard
 
 from wove import Weave, WoveResult, collecting, weave
-from wove.result import RESERVED_NAMES
-from wove.task_spec import is_async_callable
+from wove.lowlevel import RESERVED_NAMES, is_async_callable
 
 from .forked import fork_reports, send_report
 from .request import DETACHED, ActiveRequest, describe
+
+logger = logging.getLogger("wove")
 
 _codes: dict[tuple[str, bool], CodeType] = {}
 
@@ -87,3 +90,61 @@ def run_forked(
     except Exception as exc:
         reports.abandon(active, describe(exc))
         raise
+
+
+def start_background(
+    function: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    label: str,
+    active: ActiveRequest | None,
+) -> None:
+    """Start the work as a background weave in this process and return at once: for an
+    adapter that starts it on the server's own thread (Django's ``response.close()``),
+    which must not wait for it. Its end (and error) is logged and traced in ``on_done``."""
+
+    def on_done(result: WoveResult) -> None:
+        error = result.exception
+        if error is not None:
+            logger.error("wove: detached work %s failed", label, exc_info=error)
+        if active is not None:
+            active.finish(None, error=None if error is None else describe(error))
+
+    with collecting(active.collect) if active is not None else contextlib.nullcontext():
+        if is_template(function):
+            with weave(function, background=True, on_done=on_done, **kwargs):
+                pass
+        else:
+            with weave(background=True, on_done=on_done) as w:
+                w.do(detached_task(function, args, kwargs))
+
+
+async def run_here(
+    function: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    label: str,
+    active: ActiveRequest | None,
+) -> None:
+    """Run the work to its end in the calling task, as a Starlette background task runs
+    (so the ASGI server, and the lifespan's shutdown, wait for it). A failure is logged
+    and traced, not raised; a cancellation is traced, then raised."""
+    error: BaseException | None = None
+    try:
+        with collecting(active.collect) if active is not None else contextlib.nullcontext():
+            if is_template(function):
+                async with weave(function, **kwargs):
+                    pass
+            else:
+                async with weave() as w:
+                    w.do(detached_task(function, args, kwargs))
+    except Exception as exc:
+        error = exc
+        logger.error("wove: detached work %s failed", label, exc_info=exc)
+    except BaseException as exc:  # cancelled (a server's shutdown): file it, then stop
+        logger.warning("wove: detached work %s was stopped: %s", label, describe(exc))
+        if active is not None:
+            active.finish(None, error=describe(exc))
+        raise
+    if active is not None:
+        active.finish(None, error=None if error is None else describe(error))

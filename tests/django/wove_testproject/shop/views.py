@@ -81,7 +81,7 @@ def _write_marker(path: str, delay: float) -> None:
 def detach_view(request: HttpRequest) -> HttpResponse:
     marker = request.GET["marker"]
     delay = float(request.GET.get("delay", "0"))
-    detach(_write_marker, marker, delay, mode=request.GET.get("mode", "thread"))
+    detach(_write_marker, marker, delay, mode=request.GET.get("mode", "background"))
     return HttpResponse("sent")
 
 
@@ -112,7 +112,7 @@ def _fail(message: str) -> None:
 
 
 def detach_fails(request: HttpRequest) -> HttpResponse:
-    detach(_fail, "detached work failed on purpose", mode=request.GET.get("mode", "thread"))
+    detach(_fail, "detached work failed on purpose", mode=request.GET.get("mode", "background"))
     return HttpResponse("sent")
 
 
