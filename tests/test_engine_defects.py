@@ -493,6 +493,56 @@ def test_task_swallowing_cancellation_does_not_hold_the_block_forever():
     )
 
 
+def scenario_swallows_a_siblings_cancellation(caller: str) -> dict[str, Any]:
+    class Boom(Exception):
+        pass
+
+    def body(w: Any) -> None:
+        @w.do
+        async def stubborn() -> None:
+            while True:
+                try:
+                    await asyncio.sleep(1)
+                except asyncio.CancelledError:
+                    pass
+
+        @w.do
+        async def failing() -> None:
+            await asyncio.sleep(0.05)
+            raise Boom("sibling failed")
+
+    async def in_async_with() -> None:
+        async with weave() as w:
+            body(w)
+
+    start = time.monotonic()
+    try:
+        if caller == "with":
+            with weave() as w:
+                body(w)
+        else:
+            asyncio.new_event_loop().run_until_complete(in_async_with())
+    except Boom as error:
+        return {
+            "error": "Boom",
+            "notes": getattr(error, "__notes__", []),
+            "elapsed": time.monotonic() - start,
+        }
+    return {"error": None}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("caller", ["with", "async with"])
+def test_a_task_swallowing_its_cancellation_by_a_failure_does_not_hold_the_block(caller):
+    # Cancelled because a sibling failed (no timeout of its own): the weave stops waiting
+    # for it after the grace period and raises the sibling's own exception.
+    outcome = run_isolated(scenario_swallows_a_siblings_cancellation, timeout=30, caller=caller)
+    assert outcome["error"] == "Boom", outcome
+    assert outcome["elapsed"] < 10.5
+    assert any("did not stop" in note for note in outcome["notes"]), outcome
+
+
 # --- 7. Cancelled sync deadlines must not stay in the timer's heap -------------------------
 
 

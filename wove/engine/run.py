@@ -25,15 +25,16 @@ from typing import Any
 
 from ..errors import TaskTimeout
 from ..graph import DATA, Graph, check_iterable
-from ..lanes import hooks, loops, pool, timer
+from ..lanes import hooks, loops, pool, services, timer
 from ..lanes.services import Job
 from ..placement import CALLER, LOOP, THREAD, Lane, Placement
 from ..result import WoveResult
 from ..task_spec import NO_OPTIONS, TaskSpec
 from ..tracing import Collector
 from . import stuck, workers
-from .attempt import Recorder
+from .attempt import Recorder, add_note
 from .mapped import Mapped, Work
+from .timed import CANCEL_GRACE
 
 
 class _RunRef:
@@ -494,6 +495,45 @@ class Run:
                     task.cancel()
 
             self.loop.call(cancel_workers)
+            self._arm_straggler_check()
+        if finished:
+            self._on_finish()
+
+    def _arm_straggler_check(self) -> None:
+        timer.deadlines().arm(time.monotonic() + CANCEL_GRACE, self._stop_waiting_for_stragglers)
+
+    def _stop_waiting_for_stragglers(self) -> None:
+        """A grace period after the failure cancelled the async tasks: if every call still
+        counted is an asyncio task that has not stopped (it swallows CancelledError), the
+        run stops waiting for them, as for a sync call abandoned at its timeout. Sync
+        calls still running are always waited for, so then look again later."""
+        with self.lock:
+            if self._finished:
+                return
+            stragglers = sum(not task.done() for task in self._async_workers)
+            if not stragglers or stragglers < self._running:
+                again = True
+            else:
+                again = False
+                self._running = 0  # their late ends make it negative: the run is over
+                failure = self._failure
+                finished = self._finishing_locked()
+        if again:
+            self._arm_straggler_check()
+            return
+        if failure is not None:
+            add_note(
+                failure,
+                f"wove: {stragglers} async task(s) did not stop within {CANCEL_GRACE:g} s of "
+                "being cancelled (they swallow CancelledError); the weave stopped waiting "
+                "for them, and they keep running on their event loop",
+            )
+        services.logger.warning(
+            "wove: weave at %s stopped waiting for %d async task(s) that did not stop "
+            "when cancelled",
+            self.origin,
+            stragglers,
+        )
         if finished:
             self._on_finish()
 
