@@ -10,8 +10,8 @@ Lanes:
   database connection and transaction);
 * ``"remote"``: tasks routed to a remote environment, awaited on the loop.
 
-A worker continues only with tasks of its own lane (its *seat*), so a chain of sync
-tasks stays on one pool thread and a chain of async tasks in one asyncio task.
+A worker continues only with tasks of its own lane, so a chain of sync tasks stays on
+one pool thread and a chain of async tasks in one asyncio task.
 """
 
 from __future__ import annotations
@@ -35,13 +35,6 @@ class Placement:
     """Each task's lane."""
 
     lanes: Mapping[str, Lane]
-
-    def seats(self) -> dict[str, frozenset[str]]:
-        """For each kind of worker, the unmapped tasks it may continue with."""
-        by_lane: dict[str, set[str]] = {LOOP: set(), THREAD: set(), CALLER: set()}
-        for name, lane in self.lanes.items():
-            by_lane.setdefault(lane, set()).add(name)
-        return {lane: frozenset(names) for lane, names in by_lane.items()}
 
 
 def place(

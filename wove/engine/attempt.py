@@ -171,12 +171,12 @@ def arm_timeout(run: Run, spec: TaskSpec, index: int | None, *, sync: bool) -> T
 
 
 def call_sync(
-    run: Run, spec: TaskSpec, index: int | None, kwargs: dict[str, Any], seat: str
+    run: Run, spec: TaskSpec, index: int | None, kwargs: dict[str, Any], lane: Lane
 ) -> Outcome:
     """Call a sync task (or item) with its retries and timeouts, on this thread."""
     function, timeout = spec.function, spec.timeout
-    wrappers = run.wrappers_for(seat)
-    base = run.thread_context if seat == THREAD else run.context
+    wrappers = run.wrappers_for(lane)
+    base = run.thread_context if lane == THREAD else run.context
     attempt, start = 0, _perf()
     while True:
         began = _perf()

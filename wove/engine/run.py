@@ -96,7 +96,6 @@ class Run:
         self.nodes = graph.shape.nodes
         self._roots = graph.shape.roots
         self.lanes = placement.lanes
-        self._seats = placement.seats()
         self.submit_sensitive = submit_sensitive or submit
         self._wrappers = hooks.thread_call_wrappers()
         self._caller_wrappers = hooks.caller_thread_wrappers()
@@ -179,9 +178,9 @@ class Run:
     def failed(self) -> bool:
         return self._failure is not None
 
-    def wrappers_for(self, seat: str) -> tuple[hooks.ThreadCallWrapper, ...]:
+    def wrappers_for(self, lane: Lane) -> tuple[hooks.ThreadCallWrapper, ...]:
         """Pool threads get every wrapper; the caller's thread only the observing ones."""
-        return self._wrappers if seat == THREAD else self._caller_wrappers
+        return self._wrappers if lane == THREAD else self._caller_wrappers
 
     def result(self) -> WoveResult:
         with self.lock:
@@ -195,10 +194,10 @@ class Run:
 
     # --- dispatch --------------------------------------------------------------------
 
-    def dispatch(self, ready: list[str], seat: str | None) -> Work | None:
-        """Start ready tasks; return one that a worker of ``seat`` may run itself."""
+    def dispatch(self, ready: list[str], continue_as: Lane | None) -> Work | None:
+        """Start ready tasks; return one of lane ``continue_as`` for the calling worker to
+        run itself."""
         continuation: Work | None = None
-        takes = self._seats[seat] if seat is not None else frozenset()
         for name in ready:  # may grow: a task mapped over nothing completes at once
             spec, lane = self.specs[name], self.lanes[name]
             work: Work
@@ -216,7 +215,7 @@ class Run:
                 if lane == LOOP and self.plain(spec):
                     self._launch_fan_out(mapped)
                     continue
-            if continuation is None and name in takes:
+            if continuation is None and lane == continue_as:
                 continuation, count = work, count - 1
             for _ in range(count):
                 self._launch(work, lane)
@@ -341,30 +340,46 @@ class Run:
     # --- completion ------------------------------------------------------------------
 
     def handover(
-        self, name: str, value: Any, error: BaseException | None, start: float, seat: str
+        self, name: str, value: Any, error: BaseException | None, start: float, lane: Lane
     ) -> tuple[str | None, Work | None]:
         """Record an unmapped task's outcome and start what became ready.
 
-        Returns the task the calling worker runs next: an unmapped task its seat may run,
+        Returns the task the calling worker runs next: an unmapped task of its own lane,
         handed over under the same lock that completed this one (it stays counted as
         running: one call ends, the next begins), or other work from :meth:`dispatch`.
+        This runs once per task of every chain, so it does the work of
+        :meth:`_complete_locked` itself.
         """
         end = _perf()
         if error is not None:
             self.fail(name, None, error, ended_call=True)
             return None, None
         following = None
-        takes = self._seats[seat]
+        ready: list[str] = []
+        lanes, specs = self.lanes, self.specs
         with self.lock:
-            ready = self._complete_locked(name, value, end - start)
-            for position, candidate in enumerate(ready):
-                if candidate in takes and self.specs[candidate].map_source is None:
-                    following = ready.pop(position)
-                    break
-            else:
-                if not ready:
-                    self._running -= 1
-            finished = self._finishing_locked()
+            self.values[name] = value
+            self._timings[name] = end - start
+            self._unfinished -= 1
+            if self._failure is None:
+                waiting = self._waiting
+                for dependent in self.nodes[name].dependents:
+                    left = waiting[dependent] - 1
+                    waiting[dependent] = left
+                    if left:
+                        continue
+                    if (
+                        following is None
+                        and lanes[dependent] == lane
+                        and specs[dependent].map_source is None
+                    ):
+                        following = dependent
+                    else:
+                        ready.append(dependent)
+            if following is None and not ready:
+                self._running -= 1
+            # Still counted (a task follows, or ready ones are dispatched): not the end.
+            finished = False if self._running else self._finishing_locked()
         if finished:
             self._on_finish()
         if following is not None and self.stuck is not None:
@@ -376,7 +391,7 @@ class Run:
         if following is not None:
             self.dispatch(ready, None)
             return following, None
-        work = self.dispatch(ready, seat)
+        work = self.dispatch(ready, lane)
         self.call_ended()
         return None, work
 
@@ -419,9 +434,9 @@ class Run:
         if ready:
             self.dispatch_ready(ready, None)
 
-    def dispatch_ready(self, ready: list[str], seat: str | None) -> Work | None:
+    def dispatch_ready(self, ready: list[str], lane: Lane | None) -> Work | None:
         """Dispatch what a settled item made ready, then end that item's call."""
-        work = self.dispatch(ready, seat)
+        work = self.dispatch(ready, lane)
         self.call_ended()
         return work
 

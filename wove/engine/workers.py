@@ -15,7 +15,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..lanes import timer
-from ..placement import CALLER, THREAD
+from ..placement import CALLER, LOOP, THREAD, Lane
 from ..task_spec import NO_OPTIONS
 from .attempt import ABANDONED, call_async, call_sync
 from .mapped import Mapped, Work
@@ -29,63 +29,63 @@ _perf = time.perf_counter
 # --- sync ------------------------------------------------------------------------------
 
 
-def sync_worker(run: Run, work: Work | None, seat: str) -> None:
+def sync_worker(run: Run, work: Work | None, lane: Lane) -> None:
     while work is not None:
         if isinstance(work, str):
-            work = _sync_chain(run, work, seat) if run.start_call(work) else None
+            work = _sync_chain(run, work, lane) if run.start_call(work) else None
         else:
-            work = _sync_items(run, work, seat)
+            work = _sync_items(run, work, lane)
 
 
-def _sync_chain(run: Run, name: str | None, seat: str) -> Work | None:
+def _sync_chain(run: Run, name: str | None, lane: Lane) -> Work | None:
     """Run ``name`` (counted as running), then each sync task it hands over to."""
     specs, nodes = run.specs, run.nodes
     while name is not None:
         spec = specs[name]
         kwargs = run.inputs(nodes[name].inputs)
-        value, error, start = call_sync(run, spec, None, kwargs, seat)
+        value, error, start = call_sync(run, spec, None, kwargs, lane)
         if value is ABANDONED:
             return None
-        name, work = run.handover(name, value, error, start, seat)
+        name, work = run.handover(name, value, error, start, lane)
         if work is not None:
             return work
     return None
 
 
-def _sync_items(run: Run, mapped: Mapped, seat: str) -> Work | None:
+def _sync_items(run: Run, mapped: Mapped, lane: Lane) -> Work | None:
     while (index := run.claim(mapped)) >= 0:
         delay = mapped.start_delay(index)
         if delay > 0:  # rate-limited: give the thread back, come back on time
             run.call_ended()
             timer.deadlines().arm(
-                time.monotonic() + delay, functools.partial(_resubmit, run, mapped, index, seat)
+                time.monotonic() + delay, functools.partial(_resubmit, run, mapped, index, lane)
             )
             return None
-        ready = _sync_item(run, mapped, index, seat)
+        ready = _sync_item(run, mapped, index, lane)
         if ready:
-            return run.dispatch_ready(ready, seat)
+            return run.dispatch_ready(ready, lane)
     return None
 
 
-def _resubmit(run: Run, mapped: Mapped, index: int, seat: str) -> None:
+def _resubmit(run: Run, mapped: Mapped, index: int, lane: Lane) -> None:
     # A waiting caller's items come back on the pool: the caller may be busy by then.
-    submit = run.submit_sensitive if seat == CALLER else run.submit
+    submit = run.submit_sensitive if lane == CALLER else run.submit
     submit(
-        functools.partial(_sync_resume, run, mapped, index, CALLER if seat == CALLER else THREAD)
+        functools.partial(_sync_resume, run, mapped, index, CALLER if lane == CALLER else THREAD)
     )
 
 
-def _sync_resume(run: Run, mapped: Mapped, index: int, seat: str) -> None:
+def _sync_resume(run: Run, mapped: Mapped, index: int, lane: Lane) -> None:
     if not run.start_call(mapped.name):
         return
-    ready = _sync_item(run, mapped, index, seat)
-    following = run.dispatch_ready(ready, seat) if ready else None
-    sync_worker(run, following or mapped, seat)
+    ready = _sync_item(run, mapped, index, lane)
+    following = run.dispatch_ready(ready, lane) if ready else None
+    sync_worker(run, following or mapped, lane)
 
 
-def _sync_item(run: Run, mapped: Mapped, index: int, seat: str) -> list[str]:
+def _sync_item(run: Run, mapped: Mapped, index: int, lane: Lane) -> list[str]:
     kwargs = {**mapped.kwargs, mapped.item_param: mapped.items[index]}
-    value, error, start = call_sync(run, mapped.spec, index, kwargs, seat)
+    value, error, start = call_sync(run, mapped.spec, index, kwargs, lane)
     if value is ABANDONED:
         return []
     return run.settle_item(mapped, index, value, error, start)
@@ -104,10 +104,11 @@ async def async_worker(run: Run, work: Work | None) -> None:
 
 async def _async_chain(run: Run, name: str | None) -> Work | None:
     """Run ``name`` (counted as running), then each async task it hands over to."""
-    specs, nodes, lean = run.specs, run.nodes, run.recorder is None
+    specs, nodes, values, lean = run.specs, run.nodes, run.values, run.recorder is None
     while name is not None:
         spec = specs[name]
-        kwargs = run.inputs(nodes[name].inputs)
+        # (run.inputs, inlined: this runs once per link of every async chain)
+        kwargs = {input_name: values[input_name] for input_name in nodes[name].inputs}
         try:
             if lean and spec.options is NO_OPTIONS:
                 start = _perf()  # the common case, kept lean
@@ -128,7 +129,7 @@ async def _async_chain(run: Run, name: str | None) -> Work | None:
             else:
                 run.call_cancelled(name, None, cancelled)
                 return None
-        name, work = run.handover(name, value, error, start, "loop")
+        name, work = run.handover(name, value, error, start, LOOP)
         if work is not None:
             return work
     return None
@@ -152,7 +153,7 @@ async def _async_items(run: Run, mapped: Mapped) -> Work | None:
                 return None
         ready = run.settle_item(mapped, index, value, error, start)
         if ready:
-            return run.dispatch_ready(ready, "loop")
+            return run.dispatch_ready(ready, LOOP)
     return None
 
 

@@ -11,17 +11,22 @@ from django.db.backends.signals import connection_created
 
 import wove
 
-from . import conf, connections, hints, queries
+from . import cancel, conf, connections, hints, queries
 
 _lock = threading.Lock()
 _removers: list[Callable[[], None]] = []
 _forked_hook_added = False
 _max_threads_set: tuple[int, int] | None = None  # (the bound before, the one the app set)
 _DISPATCH_UID = "wove.contrib.django.queries"
+_CANCEL_DISPATCH_UID = "wove.contrib.django.cancel"
 
 
 def _stop_installing() -> None:
     connection_created.disconnect(dispatch_uid=_DISPATCH_UID)
+
+
+def _stop_cancelling() -> None:
+    connection_created.disconnect(dispatch_uid=_CANCEL_DISPATCH_UID)
 
 
 class WoveConfig(AppConfig):
@@ -39,10 +44,10 @@ class WoveConfig(AppConfig):
 def install() -> None:
     """Apply the ``WOVE`` settings to the core; again whenever they change.
 
-    Registers the connection hygiene and query counting thread-call wrappers, the
-    transaction rule for thread-sensitive defaults, the ORM advice on async tasks, the
-    remote environments of ``ENVIRONMENTS``, and the forked-child hook that forgets
-    inherited connections.
+    Registers the connection hygiene, query counting and query cancelling thread-call
+    wrappers, the transaction rule for thread-sensitive defaults, the ORM advice on async
+    tasks, the remote environments of ``ENVIRONMENTS``, and the forked-child hook that
+    forgets inherited connections.
     """
     global _forked_hook_added, _max_threads_set
     with _lock:
@@ -67,6 +72,14 @@ def install() -> None:
             _removers.append(_stop_installing)
             for connection in django_connections.all(initialized_only=True):
                 queries.install_on(None, connection)  # opened before the app was ready
+        # Registered after hygiene, so inside it: a cancel in flight is waited for before
+        # hygiene closes or returns the connection. On the caller's thread too: an
+        # abandoned thread-sensitive call holds the thread the request's sync code needs.
+        _removers.append(wove.add_thread_call_wrapper(cancel.guard, caller_thread=True))
+        connection_created.connect(cancel.install_on, dispatch_uid=_CANCEL_DISPATCH_UID)
+        _removers.append(_stop_cancelling)
+        for connection in django_connections.all(initialized_only=True):
+            cancel.install_on(None, connection)
         _removers.append(wove.add_error_hint(hints.orm_lane_hint))
         for name, env in options.environments.items():
             _removers.append(wove.register_env(name, env))

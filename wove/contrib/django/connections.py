@@ -9,6 +9,9 @@ as long as the thread lives. The rules here:
   connections that are unusable or past ``CONN_MAX_AGE`` before, and again after (with
   the default ``CONN_MAX_AGE = 0`` that closes the connection, with a pool it returns it).
   A pool thread leaving the pool closes what it still holds.
+- After a call abandoned at its timeout, every connection of the thread is closed, and
+  one whose query was cancelled (``cancel``) is discarded, never handed out again by
+  Django's pool: its state after the cancel is not worth trusting.
 - Inside ``transaction.atomic`` (``ATOMIC_REQUESTS`` too), sync tasks default to the
   caller's thread, so they see the transaction's rows and their writes roll back with it.
 - A detached (forked) child forgets the connections it inherited without closing them:
@@ -22,16 +25,42 @@ from typing import Any
 
 from django.db import close_old_connections, connections
 
+from wove.lowlevel import logger
+
+from . import cancel
+
 _inherited: list[Any] = []  # kept alive in a forked child, so nothing finalizes them
 
 
 def hygiene(call: Callable[[], Any]) -> Any:
     """The thread-call wrapper for pool threads: Django's request rule, per task."""
     close_old_connections()
+    cancel.take_abandoned()  # left by calls that ran on this thread without hygiene
     try:
         return call()
     finally:
-        close_old_connections()
+        cancelled = cancel.take_abandoned()
+        if cancelled is None:
+            close_old_connections()
+        else:
+            close_after_abandoned(cancelled)
+
+
+def close_after_abandoned(cancelled: list[Any]) -> None:
+    """Close this thread's connections; ``cancelled`` (raw connections whose query was
+    cancelled) are closed first, so Django's pool drops them instead of reusing them."""
+    for connection in connections.all(initialized_only=True):
+        raw = connection.connection
+        try:
+            if raw is not None and any(raw is c for c in cancelled):
+                raw.close()
+            connection.close()
+        except Exception:
+            logger.warning(
+                "wove: closing connection %r after an abandoned call failed",
+                connection.alias,
+                exc_info=True,
+            )
 
 
 def close_thread_connections() -> None:
