@@ -113,6 +113,7 @@ class Run:
         self._failure: BaseException | None = None
         self._finished = False
         self.recorder: Recorder | None = None
+        self._straggler_check: timer.Deadline | None = None
         self.stuck = stuck.StuckReport(self, stuck_after) if stuck_after is not None else None
         self.context = contextvars.copy_context()
         self._ref = _RunRef(self)
@@ -515,7 +516,14 @@ class Run:
             self._on_finish()
 
     def _arm_straggler_check(self) -> None:
-        timer.deadlines().arm(time.monotonic() + CANCEL_GRACE, self._stop_waiting_for_stragglers)
+        deadline = timer.deadlines().arm(
+            time.monotonic() + CANCEL_GRACE, self._stop_waiting_for_stragglers
+        )
+        with self.lock:
+            if self._finished:
+                timer.deadlines().cancel(deadline)  # (nothing to wait for)
+            else:
+                self._straggler_check = deadline
 
     def _stop_waiting_for_stragglers(self) -> None:
         """A grace period after the failure cancelled the async tasks: if every call still
@@ -565,6 +573,9 @@ class Run:
         if self._running or (self._unfinished and self._failure is None):
             return False
         self._finished = True
+        if self._straggler_check is not None:  # let go of this run now, not in a second
+            timer.deadlines().cancel(self._straggler_check)
+            self._straggler_check = None
         # Nothing is left to cancel: let finished asyncio tasks go now, not when the
         # (cyclic, through the context) run is collected; asyncio.run walks all live ones.
         self._async_workers = []
