@@ -255,7 +255,7 @@ class Servers:
         self.database: dict[int, str] = {}  # port: database name
         self._tmpdirs: list[Path] = []
 
-    def start(self, kind: str, *, threads: int = 4, **settings: str) -> Server:
+    def start(self, kind: str, *, threads: int = 4, workers: int = 1, **settings: str) -> Server:
         """``kind`` is "gunicorn" or "uvicorn"; ``settings`` become environment variables
         (``WOVE_TEST_DB_POOL="1"``, ``DJANGO_SETTINGS_MODULE=...``)."""
         name = self._fresh_database()
@@ -265,7 +265,7 @@ class Servers:
         self._tmpdirs.append(tmpdir)
         env = server_env(self.postgres.url_for(name), TMPDIR=str(tmpdir), **settings)
         if kind == "gunicorn":
-            server = start_gunicorn(self.log_dir, env, threads=threads)
+            server = start_gunicorn(self.log_dir, env, threads=threads, workers=workers)
         elif kind == "uvicorn":
             server = start_uvicorn(self.log_dir, env)
         else:

@@ -70,6 +70,8 @@ else:
     }
 
 WOVE = {"SERVER_TIMING": True}
+if os.environ.get("WOVE_TEST_MAX_THREADS"):
+    WOVE["MAX_THREADS"] = int(os.environ["WOVE_TEST_MAX_THREADS"])
 
 LOGGING = {
     "version": 1,

@@ -29,4 +29,8 @@ urlpatterns += [
     path("db-pid/", server_views.db_pid),
     path("detach-query/", server_views.detach_query),
     path("fork-on-request-thread/", server_views.fork_on_request_thread),
+    # tests/django/test_timeout_budget.py
+    path("slow-queries-timeout/", server_views.slow_queries_timeout),
+    path("fill-pool/", server_views.fill_pool),
+    path("thread-report/", server_views.thread_report),
 ]

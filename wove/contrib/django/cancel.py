@@ -46,6 +46,8 @@ CANCEL_TIMEOUT: Final = 5.0
 #: cancel can reach the server before the query does (a thread starved of the GIL right
 #: after the execute wrapper let it through), and a server ignores a cancel when idle.
 RETRY_DELAYS: Final = (0.25, 0.5, 1.0, 2.0)
+#: The backends whose running query can be stopped from another thread.
+CANCELLABLE: Final = frozenset({"postgresql", "sqlite"})
 
 _local = threading.local()
 
@@ -83,7 +85,7 @@ class _Call:
         with self.lock:
             self.abandoned = True
             running = self.running
-        if running is not None:
+        if running is not None and running.vendor in CANCELLABLE:
             _canceller().submit(self, running)
 
 
@@ -102,17 +104,32 @@ def guard(call: Callable[[], Any]) -> Any:
         calls.pop()
         with state.lock:  # waits for a cancel being sent on this call's connection
             state.finished = True
-        if state.abandoned:
-            abandoned: list[Any] | None = getattr(_local, "abandoned", None)
-            _local.abandoned = [*(abandoned or ()), *state.cancelled]
+        collector: Abandoned | None = getattr(_local, "collector", None)
+        if state.abandoned and collector is not None:
+            collector.any = True
+            collector.cancelled.extend(state.cancelled)
 
 
-def take_abandoned() -> list[Any] | None:
-    """After a call on this thread: None if no call was abandoned since the last time
-    asked, else the raw connections a cancel was sent on (to be discarded)."""
-    abandoned: list[Any] | None = getattr(_local, "abandoned", None)
-    _local.abandoned = None
-    return abandoned
+class Abandoned:
+    """What the calls abandoned during one hygiene-wrapped call left to clean up."""
+
+    __slots__ = ("any", "cancelled")
+
+    def __init__(self) -> None:
+        self.any = False
+        self.cancelled: list[Any] = []  # raw connections a cancel was sent on
+
+
+def collect() -> tuple[Abandoned | None, Abandoned]:
+    """Collect, until :func:`stop_collecting`, what abandoned calls on this thread leave
+    (only while someone will clean it up: a request thread never does)."""
+    outer: Abandoned | None = getattr(_local, "collector", None)
+    _local.collector = collected = Abandoned()
+    return outer, collected
+
+
+def stop_collecting(outer: Abandoned | None) -> None:
+    _local.collector = outer
 
 
 def refuse_or_track(

@@ -35,15 +35,15 @@ _inherited: list[Any] = []  # kept alive in a forked child, so nothing finalizes
 def hygiene(call: Callable[[], Any]) -> Any:
     """The thread-call wrapper for pool threads: Django's request rule, per task."""
     close_old_connections()
-    cancel.take_abandoned()  # left by calls that ran on this thread without hygiene
+    outer, abandoned = cancel.collect()
     try:
         return call()
     finally:
-        cancelled = cancel.take_abandoned()
-        if cancelled is None:
-            close_old_connections()
+        cancel.stop_collecting(outer)
+        if abandoned.any:
+            close_after_abandoned(abandoned.cancelled)
         else:
-            close_after_abandoned(cancelled)
+            close_old_connections()
 
 
 def close_after_abandoned(cancelled: list[Any]) -> None:

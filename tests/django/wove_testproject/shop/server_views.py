@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 import time
 
@@ -173,3 +174,60 @@ def fork_on_request_thread(request: HttpRequest) -> JsonResponse:
             _query_into_marker(marker, delay)
 
     return JsonResponse({"pid": os.getpid(), "backend": backend})
+
+
+def slow_queries_timeout(request: HttpRequest) -> JsonResponse:
+    """Three ORM tasks whose query (``pg_sleep``, 3 s by default) outlasts their timeout
+    (0.3 s): 504 once they time out; their queries are cancelled on the server."""
+    seconds = float(request.GET.get("sleep", "3"))
+    sql = f"SELECT 1 AS id, pg_sleep({seconds:g})"
+    try:
+        with weave() as w:
+
+            @w.do(timeout=0.3)
+            def first() -> int:
+                return len(list(Author.objects.raw(sql)))
+
+            @w.do(timeout=0.3)
+            def second() -> int:
+                return len(list(Author.objects.raw(sql)))
+
+            @w.do(timeout=0.3)
+            def third() -> int:
+                return len(list(Author.objects.raw(sql)))
+
+    except TimeoutError as error:
+        return JsonResponse({"timed_out": str(error)}, status=504)
+    return JsonResponse({"timed_out": None})
+
+
+def fill_pool(request: HttpRequest) -> JsonResponse:
+    """``count`` sync tasks that sleep at once, without a database: grows Wove's pool of
+    this worker to ``count`` threads (a test's baseline is then the full pool)."""
+    count = int(request.GET.get("count", "8"))
+    with weave() as w:
+
+        @w.do(range(count))
+        def nap(item: int) -> int:
+            time.sleep(0.3)
+            return item
+
+    return JsonResponse({"pid": os.getpid(), "tasks": len(w.result["nap"])})
+
+
+def thread_report(request: HttpRequest) -> JsonResponse:
+    """This worker's threads by name, and how many of Wove's pool threads are running a
+    task of this module (an abandoned call still in its query, say)."""
+    frames = sys._current_frames()
+    busy = 0
+    for thread in threading.enumerate():
+        if not thread.name.startswith("wove-") or not thread.name[5:].isdigit():
+            continue
+        frame = frames.get(thread.ident or 0)
+        while frame is not None:
+            if frame.f_code.co_filename == __file__:
+                busy += 1
+                break
+            frame = frame.f_back
+    names = sorted(thread.name for thread in threading.enumerate())
+    return JsonResponse({"pid": os.getpid(), "threads": names, "busy_pool_threads": busy})
