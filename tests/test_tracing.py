@@ -157,7 +157,12 @@ def test_a_failure_is_recorded_as_error() -> None:
         async def broken_async(broken: None) -> None:
             return None
 
-    (record,) = records  # the dependent never ran, so it has no record
+    record, unstarted = records  # the dependent never ran: recorded as cancelled
+    assert (unstarted.task, unstarted.status, unstarted.lane) == (
+        "broken_async",
+        "cancelled",
+        "loop",
+    )
     assert record.task == "broken"
     assert record.status == "error"
     assert record.lane == "thread"
@@ -404,3 +409,43 @@ def test_annotate_outside_a_traced_call_does_nothing() -> None:
             return 1
 
     assert w.result.untraced == 1
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_every_task_of_a_failed_weave_has_a_record_with_its_status(is_async: bool) -> None:
+    # Tasks that never started (a dependent of the failure, a task queued behind it) are
+    # in the trace too, as "cancelled", so a waterfall shows the whole weave.
+    class Broken(Exception):
+        pass
+
+    with wove.collect() as records, pytest.raises(Broken), weave(max_workers=1) as w:
+        if is_async:
+
+            @w.do
+            async def failing() -> None:
+                raise Broken("no")
+
+        else:
+
+            @w.do
+            def failing() -> None:
+                raise Broken("no")
+
+        @w.do
+        def dependent(failing: None) -> None:
+            pass
+
+        @w.do
+        def queued() -> None:  # behind `failing` under max_workers=1 (sync case)
+            time.sleep(0.2)
+
+    by_task: dict[str, list[TraceRecord]] = {}
+    for record in records:
+        by_task.setdefault(record.task, []).append(record)
+    assert set(by_task) == {"failing", "dependent", "queued"}
+    assert [r.status for r in by_task["failing"]] == ["error"]
+    unstarted = by_task["dependent"]
+    assert [(r.status, r.attempt, r.thread, r.duration) for r in unstarted] == [
+        ("cancelled", 0, "", 0.0)
+    ]
+    assert unstarted[0].error is not None and "Broken: no" in unstarted[0].error

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from types import CoroutineType, MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
@@ -66,12 +67,26 @@ def add_note(error: BaseException, note: str) -> None:
 class Recorder:
     """Builds and sends the trace record of each attempt of one run."""
 
-    __slots__ = ("collectors", "origin", "run_id")
+    __slots__ = ("_seen", "collectors", "origin", "run_id")
 
     def __init__(self, collectors: tuple[Collector, ...], origin: str, run_id: int) -> None:
         self.collectors = collectors
         self.origin = origin
         self.run_id = run_id
+        self._seen: set[str] = set()  # tasks with a record (set.add is atomic)
+
+    def record_unstarted(
+        self, specs: Mapping[str, TaskSpec], lanes: Mapping[str, Lane], failure: BaseException
+    ) -> None:
+        """A record with status "cancelled", zero length, attempt 0 and no thread, for
+        each task that never started because the run failed first."""
+        reason = asyncio.CancelledError(
+            f"not started: the weave failed ({describe_error(failure)})"
+        )
+        for name in specs:
+            if name not in self._seen:
+                now = _perf()
+                self._send(name, None, lanes[name], now, now, 0, reason, None, thread="")
 
     def record(
         self,
@@ -83,6 +98,21 @@ class Recorder:
         error: BaseException | None,
         extra: dict[str, object] | None = None,
     ) -> None:
+        self._send(name, index, lane, start, _perf(), attempt, error, extra)
+
+    def _send(
+        self,
+        name: str,
+        index: int | None,
+        lane: Lane,
+        start: float,
+        end: float,
+        attempt: int,
+        error: BaseException | None,
+        extra: dict[str, object] | None,
+        thread: str | None = None,
+    ) -> None:
+        self._seen.add(name)
         status: Status = "ok"
         if error is None:
             pass
@@ -98,9 +128,9 @@ class Recorder:
             name,
             index,
             lane,
-            services.current_thread_name(),
+            services.current_thread_name() if thread is None else thread,
             start,
-            _perf(),
+            end,
             attempt,
             status,
             None if error is None else describe_error(error),

@@ -99,7 +99,7 @@ class Run:
         self.submit_sensitive = submit_sensitive or submit
         self._wrappers = hooks.thread_call_wrappers()
         self._caller_wrappers = hooks.caller_thread_wrappers()
-        self._on_finish = on_finish
+        self._notify_finished = on_finish
         self.lock = threading.Lock()
         self.values: dict[str, Any] = {**data, DATA: dict(data)}
         self._errors: dict[str, BaseException] = {}
@@ -514,6 +514,13 @@ class Run:
             self._arm_straggler_check()
         if finished:
             self._on_finish()
+
+    def _on_finish(self) -> None:
+        """The run is over (called once, outside the lock): a traced run first records
+        every task that never ran, so a trace shows each task of the weave."""
+        if self.recorder is not None and self._failure is not None:
+            self.recorder.record_unstarted(self.specs, self.lanes, self._failure)
+        self._notify_finished()
 
     def _arm_straggler_check(self) -> None:
         deadline = timer.deadlines().arm(
