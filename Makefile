@@ -4,21 +4,51 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.installed-demo
+# The two stacks `make test` runs, each in its own venv: Python 3.11 with Django 5.2 LTS
+# (.venv, also the demos' and the tools'), and Python 3.13 with the newest Django 6
+# (.venv-py313). Python 3.13 is found on PATH or through pyenv (`pyenv prefix 3.13.0`).
+DJANGO_LTS := Django>=5.2,<6
+DJANGO_NEWEST := Django>=6,<7
+PYTHON313 ?= $(shell command -v python3.13 2>/dev/null || \
+	{ prefix=$$(pyenv prefix 3.13.0 2>/dev/null) && echo "$$prefix/bin/python"; })
+VENV313 := .venv-py313
+STAMP313 := $(VENV313)/.installed
 
-.PHONY: test lint types unit demo demo-starlette demo-worker demo-worker-stop bench venv clean \
-	postgres chromium redis
+.PHONY: test test-py313 lint types unit demo demo-starlette demo-worker demo-worker-stop bench venv clean \
+	postgres chromium redis dist docs
 
 venv: $(STAMP)
 
 # The package is installed (not linked) and pytest runs from .venv/bin, so the tests
 # import what a user would install, not the source tree by accident; any change under
 # wove/ reinstalls it.
-$(STAMP): pyproject.toml $(shell find wove -name '*.py' -o -name 'py.typed')
+$(STAMP): pyproject.toml requirements/dev.txt $(shell find wove -name '*.py' -o -name 'py.typed')
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet --force-reinstall --no-deps .
-	$(PY) -m pip install --quiet ".[test]"
+	$(PY) -m pip install --quiet ".[spawn,django,starlette,celery]" -r requirements/dev.txt \
+		"$(DJANGO_LTS)"
 	touch $(STAMP)
+
+$(STAMP313): pyproject.toml requirements/dev.txt $(shell find wove -name '*.py' -o -name 'py.typed')
+	@test -x "$(PYTHON313)" || { echo "make test needs Python 3.13 for its second stack:" \
+		"install it (pyenv install 3.13.0) or pass PYTHON313=/path/to/python3.13"; exit 1; }
+	test -x $(VENV313)/bin/python || "$(PYTHON313)" -m venv $(VENV313)
+	$(VENV313)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV313)/bin/python -m pip install --quiet --force-reinstall --no-deps .
+	$(VENV313)/bin/python -m pip install --quiet ".[spawn,django,starlette,celery]" \
+		-r requirements/dev.txt "$(DJANGO_NEWEST)"
+	touch $(STAMP313)
+
+# The demos (`make demo`, `demo-worker`, `demo-starlette`) need only the package with its
+# django, starlette and celery extras and requirements/demo.txt, not the developer tools.
+$(DEMO_STAMP): pyproject.toml requirements/demo.txt $(shell find wove -name '*.py' -o -name 'py.typed')
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet --force-reinstall --no-deps .
+	$(PY) -m pip install --quiet ".[django,starlette,celery]" -r requirements/demo.txt
+	touch $(DEMO_STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -54,14 +84,20 @@ unit: $(STAMP) postgres chromium redis
 	$(VENV)/bin/pytest
 	$(VENV)/bin/pytest tests/django --ds=wove_testproject.settings
 
-test: lint types unit
+# The second stack: types and both test sessions again, on Python 3.13 with Django 6.
+test-py313: $(STAMP313) postgres chromium redis
+	$(VENV313)/bin/mypy --strict wove
+	$(VENV313)/bin/pytest
+	$(VENV313)/bin/pytest tests/django --ds=wove_testproject.settings
+
+test: lint types unit docs test-py313
 
 # The example bookshop (example_project/): migrate and seed its database (the SQLite
 # file example_project/db.sqlite3, or DATABASE_URL=postgres://user:pw@host/db), then
 # serve it and print its pages; Ctrl-C stops it. The core's tour without Django:
 # $(PY) examples/demo.py
 DEMO_ADDR ?= 127.0.0.1:8000
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(PY) example_project/manage.py migrate --noinput --verbosity 0
 	$(PY) example_project/manage.py seed
 	$(PY) example_project/manage.py runserver $(DEMO_ADDR) --noreload
@@ -81,7 +117,7 @@ DEMO_REDIS_LOG := /tmp/wove-demo-redis-$(DEMO_REDIS_PORT).log
 DEMO_REDIS_PING := $(abspath $(PY)) -c "import socket, sys; \
 	s = socket.create_connection(('127.0.0.1', $(DEMO_REDIS_PORT)), 1); s.settimeout(1); \
 	s.sendall(b'PING\r\n'); sys.exit(not s.recv(64).startswith(b'+PONG'))"
-demo-worker: $(STAMP) redis
+demo-worker: $(DEMO_STAMP) redis
 	@if $(DEMO_REDIS_PING) 2>/dev/null; then \
 		echo "Redis already answers on 127.0.0.1:$(DEMO_REDIS_PORT)"; \
 	else \
@@ -113,7 +149,7 @@ demo-worker-stop:
 # served by uvicorn; its SQLite file is made and seeded at startup. Ctrl-C stops it.
 STARLETTE_HOST ?= 127.0.0.1
 STARLETTE_PORT ?= 8001
-demo-starlette: $(STAMP)
+demo-starlette: $(DEMO_STAMP)
 	@echo "Bookshop (Starlette) on http://$(STARLETTE_HOST):$(STARLETTE_PORT)/"
 	@echo "  /authors/charles-dickens               the author page, with Wove"
 	@echo "  /authors/charles-dickens?sequential=1  the same steps one after the other"
@@ -128,5 +164,25 @@ demo-starlette: $(STAMP)
 bench: $(STAMP) postgres redis
 	$(PY) -m bench
 
+# The sdist and the wheel, in dist/, checked as a user gets them (scripts/check_dist.py):
+# built with no warning, LICENSE in both, `twine check --strict`, then the wheel installed
+# into a fresh venv once per user extra (none, spawn, django, starlette, celery) and the
+# matching wove.contrib module imported there.
+dist: $(STAMP)
+	$(PY) scripts/check_dist.py
+
+# The documentation site (mkdocs.yml: MkDocs with the Material theme, the API reference
+# generated from the docstrings by mkdocstrings), built into site/ in strict mode: a broken
+# link or anchor, a page missing from the nav, or a reference that does not resolve fails
+# the build. Its requirements (requirements/docs.txt) are installed into .venv once.
+DOCS_STAMP := $(VENV)/.docs-installed
+$(DOCS_STAMP): requirements/docs.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -r requirements/docs.txt
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(VENV313) .mypy_cache .ruff_cache .pytest_cache build *.egg-info site

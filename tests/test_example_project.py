@@ -132,7 +132,7 @@ def test_example_project_checks_migrates_seeds_and_serves(tmp_path: Path) -> Non
 
 needs_celery = pytest.mark.skipif(
     not all(importlib.util.find_spec(name) for name in ("celery", "redis")),
-    reason="needs Celery and redis-py (the test extra)",
+    reason="needs Celery and redis-py (requirements/dev.txt, or the celery extra)",
 )
 
 ROYALTIES = r"""

@@ -448,4 +448,5 @@ def test_every_task_of_a_failed_weave_has_a_record_with_its_status(is_async: boo
     assert [(r.status, r.attempt, r.thread, r.duration) for r in unstarted] == [
         ("cancelled", 0, "", 0.0)
     ]
-    assert unstarted[0].error is not None and "Broken: no" in unstarted[0].error
+    assert unstarted[0].error is not None
+    assert "Broken: no" in unstarted[0].error

@@ -4,7 +4,7 @@ The database is a SQLite file next to manage.py (``db.sqlite3``, made by ``migra
 unless ``DATABASE_URL`` names another one:
 
 - ``postgres://user:password@host:5432/name`` (or ``postgresql://``), with Django's
-  connection pool (psycopg's, installed with the ``test`` extra);
+  connection pool (psycopg's, in ``requirements/demo.txt``);
 - ``sqlite:///relative/path.sqlite3`` or ``sqlite:////absolute/path.sqlite3``.
 """
 
@@ -65,7 +65,7 @@ WOVE = {
 }
 
 # Celery (bookshop/celery.py), only when it and its Redis client are installed (the
-# `test` extra, or `pip install "wove[celery]" "celery[redis]"`): `make demo-worker`
+# requirements/demo.txt, or `pip install "wove[celery]" "celery[redis]"`): `make demo-worker`
 # starts a Redis on 127.0.0.1:6390 and a worker, and the royalty page
 # (/authors/<slug>/royalties/) sends one task to it. `make demo` needs none of it.
 if _celery_installed:
