@@ -7,7 +7,11 @@ kept stable within a minor version; everything else in the core may change at an
 
 Tracing
     :func:`annotating` tells whether the current task call is traced (so an integration
-    need not even measure what nobody records).
+    need not even measure what nobody records). :func:`add_instrument` registers a
+    process-wide :class:`Instrument` that opens a scope for every weave run
+    (:class:`WeaveScope`) and every task attempt (:class:`AttemptScope`), each in the
+    context it runs in, on whichever lane: what the OpenTelemetry instrumentation is
+    built on.
 Sync calls under a timeout
     :func:`on_abandon` and :func:`call_abandoned`: database integrations cancel the
     running query of a call abandoned at its timeout, and start no new one.
@@ -28,12 +32,16 @@ from .environments import DetachedWeave, RemoteCall, get_env
 from .lanes.services import logger, start_service
 from .result import RESERVED_NAMES
 from .task_spec import is_async_callable
-from .tracing import annotating
+from .tracing import AttemptScope, Instrument, WeaveScope, add_instrument, annotating
 
 __all__ = [
     "RESERVED_NAMES",
+    "AttemptScope",
     "DetachedWeave",
+    "Instrument",
     "RemoteCall",
+    "WeaveScope",
+    "add_instrument",
     "annotating",
     "call_abandoned",
     "get_env",

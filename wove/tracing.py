@@ -8,10 +8,11 @@ hold a task's result. Collectors may be called from worker threads and must be c
 from __future__ import annotations
 
 import contextvars
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from types import MappingProxyType
-from typing import Final, Literal, NamedTuple
+from typing import Final, Literal, NamedTuple, Protocol
 
 Status = Literal["ok", "error", "timeout", "cancelled"]
 Collector = Callable[["TraceRecord"], None]
@@ -55,6 +56,63 @@ class TraceRecord(NamedTuple):
 
 def active_collectors() -> tuple[Collector, ...]:
     return _collectors.get()
+
+
+class AttemptScope(Protocol):
+    """What an instrument keeps for one attempt of one task (see :class:`Instrument`)."""
+
+    def finished(self, error: BaseException | None, extra: Mapping[str, object]) -> None:
+        """The attempt ended: ``error`` is None on success, a ``CancelledError`` when it
+        was cancelled, a ``TaskTimeout`` at its timeout. Called in the context of
+        :meth:`WeaveScope.attempt_started`."""
+
+
+class WeaveScope(Protocol):
+    """What an instrument keeps for one run of one weave."""
+
+    def attempt_started(
+        self, task: str, index: int | None, lane: str, attempt: int
+    ) -> AttemptScope | None:
+        """An attempt of ``task`` (item ``index`` of a mapped task) starts on ``lane``;
+        called in the attempt's own context, on the thread or loop it runs on, so the
+        instrument can make its span current for the task's own code."""
+
+    def finished(self, error: BaseException | None) -> None:
+        """The run ended (``error``: its first failure); called on any thread."""
+
+
+class Instrument(Protocol):
+    """A process-wide observer of every weave run (the OpenTelemetry instrumentation is
+    one): :meth:`weave_started` is called in the run's context, before any task."""
+
+    def weave_started(self, origin: str, run_id: int) -> WeaveScope | None:
+        """A run of the weave at ``origin`` (``file:line``) starts; None to ignore it."""
+
+
+_instruments: tuple[Instrument, ...] = ()
+_instruments_lock = threading.Lock()
+
+
+def add_instrument(instrument: Instrument) -> Callable[[], None]:
+    """Observe every weave run started from now on; returns a function that stops it.
+
+    For instrumentation libraries: each run, each task attempt and each mapped item get
+    a scope opened in the context they run in (see :class:`Instrument`). Costs one tuple
+    check per weave while none is registered."""
+    global _instruments
+    with _instruments_lock:
+        _instruments = (*_instruments, instrument)
+
+    def remove() -> None:
+        global _instruments
+        with _instruments_lock:
+            _instruments = tuple(i for i in _instruments if i is not instrument)
+
+    return remove
+
+
+def active_instruments() -> tuple[Instrument, ...]:
+    return _instruments
 
 
 def annotate(**values: object) -> None:

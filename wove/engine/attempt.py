@@ -21,9 +21,11 @@ from ..placement import THREAD, Lane
 from ..task_spec import TaskSpec
 from ..tracing import (
     NO_EXTRA,
+    AttemptScope,
     Collector,
     Status,
     TraceRecord,
+    WeaveScope,
     annotations_reset,
     annotations_set,
     open_annotations,
@@ -65,15 +67,59 @@ def add_note(error: BaseException, note: str) -> None:
 
 
 class Recorder:
-    """Builds and sends the trace record of each attempt of one run."""
+    """What observes one run: the trace record of each attempt, sent to the collectors,
+    and the scopes of the instruments (``wove.lowlevel.add_instrument``)."""
 
-    __slots__ = ("_seen", "collectors", "origin", "run_id")
+    __slots__ = ("_seen", "collectors", "origin", "run_id", "scopes")
 
-    def __init__(self, collectors: tuple[Collector, ...], origin: str, run_id: int) -> None:
+    def __init__(
+        self,
+        collectors: tuple[Collector, ...],
+        origin: str,
+        run_id: int,
+        scopes: tuple[WeaveScope, ...] = (),
+    ) -> None:
         self.collectors = collectors
         self.origin = origin
         self.run_id = run_id
+        self.scopes = scopes
         self._seen: set[str] = set()  # tasks with a record (set.add is atomic)
+
+    def begin(
+        self, name: str, index: int | None, lane: Lane, attempt: int
+    ) -> tuple[AttemptScope, ...]:
+        """Open each instrument's scope of an attempt; call in the attempt's context."""
+        opened = []
+        for scope in self.scopes:
+            try:
+                attempt_scope = scope.attempt_started(name, index, lane, attempt)
+            except Exception:  # a broken instrument must not break the weave
+                services.logger.exception("wove: instrument scope %r failed", scope)
+                continue
+            if attempt_scope is not None:
+                opened.append(attempt_scope)
+        return tuple(opened)
+
+    def end(
+        self,
+        opened: tuple[AttemptScope, ...],
+        error: BaseException | None,
+        extra: Mapping[str, object] | None,
+    ) -> None:
+        """Close what :meth:`begin` opened; call in the same context."""
+        for attempt_scope in opened:
+            try:
+                attempt_scope.finished(error, extra or NO_EXTRA)
+            except Exception:
+                services.logger.exception("wove: instrument scope %r failed", attempt_scope)
+
+    def finish(self, error: BaseException | None) -> None:
+        """The run is over: close each instrument's scope of it."""
+        for scope in self.scopes:
+            try:
+                scope.finished(error)
+            except Exception:
+                services.logger.exception("wove: instrument scope %r failed", scope)
 
     def record_unstarted(
         self, specs: Mapping[str, TaskSpec], lanes: Mapping[str, Lane], failure: BaseException
@@ -113,6 +159,8 @@ class Recorder:
         thread: str | None = None,
     ) -> None:
         self._seen.add(name)
+        if not self.collectors:
+            return
         status: Status = "ok"
         if error is None:
             pass
@@ -212,7 +260,12 @@ def call_sync(
         began = _perf()
         timed = arm_timeout(run, spec, index, sync=True) if timeout is not None else None
         context = base.copy()
-        extra = open_annotations(context) if run.recorder is not None else None
+        recorder = run.recorder
+        extra = opened = None
+        if recorder is not None:
+            extra = open_annotations(context)
+            if recorder.scopes:
+                opened = context.run(recorder.begin, spec.name, index, lane, attempt)
         previous = timed_calls.running(timed) if timed is not None else None
         error: BaseException | None = None
         try:
@@ -226,8 +279,13 @@ def call_sync(
             value, error = None, exc
         if timed is not None:
             timed_calls.running(previous)
-            if timed.settle():
-                return ABANDONED, None, start  # the timeout already failed the task
+            if timed.settle():  # the timeout already failed the task
+                if opened and recorder is not None and timeout is not None:
+                    timed_out = TaskTimeout(spec.name, timeout, index)
+                    context.run(recorder.end, opened, timed_out, extra)
+                return ABANDONED, None, start
+        if opened and recorder is not None:
+            context.run(recorder.end, opened, error, extra)
         if not again(run, spec, index, began, attempt, error, extra):
             return value, error, start
         attempt += 1
@@ -246,9 +304,12 @@ async def call_async(
     while True:
         began = _perf()
         extra: dict[str, object] | None = None
-        if run.recorder is not None:  # this worker's context: the annotations of this call
+        recorder, opened = run.recorder, None
+        if recorder is not None:  # this worker's context: the annotations of this call
             extra = {}
             token = annotations_set(extra)
+            if recorder.scopes:
+                opened = recorder.begin(spec.name, index, run.lanes[spec.name], attempt)
         timed = arm_timeout(run, spec, index, sync=False) if timeout is not None else None
         error: BaseException | None = None
         value = None
@@ -264,7 +325,9 @@ async def call_async(
                         "wove: the task caught the cancellation at its timeout and returned "
                         "a value; the value was dropped"
                     )
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as cancelled:
+            if opened and recorder is not None:
+                recorder.end(opened, cancelled, extra)
             if timed is not None and timed.settle():
                 return ABANDONED, None, start
             raise
@@ -276,6 +339,8 @@ async def call_async(
         finally:
             if extra is not None:
                 annotations_reset(token)
+        if opened and recorder is not None:
+            recorder.end(opened, error, extra)
         if timed is not None and timed.settle():
             return ABANDONED, None, start
         if not again(run, spec, index, began, attempt, error, extra):

@@ -30,7 +30,7 @@ from ..lanes.services import Job
 from ..placement import CALLER, LOOP, THREAD, Lane, Placement
 from ..result import WoveResult
 from ..task_spec import NO_OPTIONS, TaskSpec
-from ..tracing import Collector
+from ..tracing import Collector, Instrument, WeaveScope, active_instruments
 from . import stuck, workers
 from .attempt import Recorder, add_note
 from .mapped import Mapped, Work
@@ -52,6 +52,23 @@ _current_run: contextvars.ContextVar[_RunRef | None] = contextvars.ContextVar(
 )
 _ids = itertools.count(1)
 _perf = time.perf_counter
+
+
+def _open_scopes(
+    instruments: tuple[Instrument, ...], origin: str, run_id: int
+) -> tuple[WeaveScope, ...]:
+    """Each instrument's scope of a run, opened in the run's context (so a span an
+    instrument makes current there is the parent of every task's)."""
+    scopes = []
+    for instrument in instruments:
+        try:
+            scope = instrument.weave_started(origin, run_id)
+        except Exception:  # a broken instrument must not break the weave
+            services.logger.exception("wove: instrument %r failed", instrument)
+            continue
+        if scope is not None:
+            scopes.append(scope)
+    return tuple(scopes)
 
 
 def current_run() -> Run | None:
@@ -137,8 +154,12 @@ class Run:
 
     def start(self, collectors: tuple[Collector, ...] = ()) -> None:
         """Start the root tasks; called on the caller's thread (the loop's, if async)."""
-        if collectors:
-            self.recorder = Recorder(collectors, self.origin, self.id)
+        instruments = active_instruments()
+        scopes = (
+            self.context.run(_open_scopes, instruments, self.origin, self.id) if instruments else ()
+        )
+        if collectors or scopes:
+            self.recorder = Recorder(collectors, self.origin, self.id, scopes)
         if self.stuck is not None:
             self.stuck.arm()
         if not self.specs:
@@ -518,8 +539,11 @@ class Run:
     def _on_finish(self) -> None:
         """The run is over (called once, outside the lock): a traced run first records
         every task that never ran, so a trace shows each task of the weave."""
-        if self.recorder is not None and self._failure is not None:
-            self.recorder.record_unstarted(self.specs, self.lanes, self._failure)
+        recorder = self.recorder
+        if recorder is not None:
+            if self._failure is not None:
+                recorder.record_unstarted(self.specs, self.lanes, self._failure)
+            recorder.finish(self._failure)
         self._notify_finished()
 
     def _arm_straggler_check(self) -> None:
