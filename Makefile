@@ -10,13 +10,15 @@ DEMO_STAMP := $(VENV)/.installed-demo
 # (.venv-py313). Python 3.13 is found on PATH or through pyenv (`pyenv prefix 3.13.0`).
 DJANGO_LTS := Django>=5.2,<6
 DJANGO_NEWEST := Django>=6,<7
-PYTHON313 ?= $(shell command -v python3.13 2>/dev/null || \
-	{ prefix=$$(pyenv prefix 3.13.0 2>/dev/null) && echo "$$prefix/bin/python"; })
+# The first candidate that really is a 3.13 (a pyenv shim on PATH may not be active).
+PYTHON313 ?= $(shell for p in "$$(pyenv prefix 3.13 2>/dev/null)/bin/python" \
+	"$$(command -v python3.13)"; do "$$p" -c 'import sys; assert sys.version_info[:2] == (3, 13)' \
+	2>/dev/null && { echo "$$p"; break; }; done)
 VENV313 := .venv-py313
 STAMP313 := $(VENV313)/.installed
 
 .PHONY: test test-py313 lint types unit demo demo-starlette demo-worker demo-worker-stop bench venv clean \
-	postgres chromium redis dist docs
+	postgres chromium redis dist docs fuzz
 
 venv: $(STAMP)
 
@@ -49,6 +51,11 @@ $(DEMO_STAMP): pyproject.toml requirements/demo.txt $(shell find wove -name '*.p
 	$(PY) -m pip install --quiet --force-reinstall --no-deps .
 	$(PY) -m pip install --quiet ".[django,starlette,celery]" -r requirements/demo.txt
 	touch $(DEMO_STAMP)
+
+# The property tests with many more random weaves than `make test` runs, shrinking what
+# fails (WOVE_FUZZ_EXAMPLES=N sets how many; 3000 by default).
+fuzz: $(STAMP)
+	WOVE_FUZZ=1 $(VENV)/bin/pytest tests/test_properties.py -p no:cacheprovider
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
