@@ -29,8 +29,8 @@ $(STAMP): pyproject.toml requirements/dev.txt $(shell find wove -name '*.py' -o 
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet --force-reinstall --no-deps .
-	$(PY) -m pip install --quiet ".[spawn,django,starlette,celery]" -r requirements/dev.txt \
-		"$(DJANGO_LTS)"
+	$(PY) -m pip install --quiet ".[spawn,django,starlette,celery,opentelemetry]" \
+		-r requirements/dev.txt "$(DJANGO_LTS)"
 	touch $(STAMP)
 
 $(STAMP313): pyproject.toml requirements/dev.txt $(shell find wove -name '*.py' -o -name 'py.typed')
@@ -39,7 +39,7 @@ $(STAMP313): pyproject.toml requirements/dev.txt $(shell find wove -name '*.py' 
 	test -x $(VENV313)/bin/python || "$(PYTHON313)" -m venv $(VENV313)
 	$(VENV313)/bin/python -m pip install --quiet --upgrade pip
 	$(VENV313)/bin/python -m pip install --quiet --force-reinstall --no-deps .
-	$(VENV313)/bin/python -m pip install --quiet ".[spawn,django,starlette,celery]" \
+	$(VENV313)/bin/python -m pip install --quiet ".[spawn,django,starlette,celery,opentelemetry]" \
 		-r requirements/dev.txt "$(DJANGO_NEWEST)"
 	touch $(STAMP313)
 
@@ -173,8 +173,8 @@ bench: $(STAMP) postgres redis
 
 # The sdist and the wheel, in dist/, checked as a user gets them (scripts/check_dist.py):
 # built with no warning, LICENSE in both, `twine check --strict`, then the wheel installed
-# into a fresh venv once per user extra (none, spawn, django, starlette, celery) and the
-# matching wove.contrib module imported there.
+# into a fresh venv once per user extra (none, spawn, django, starlette, celery,
+# opentelemetry) and the matching wove.contrib module imported there.
 dist: $(STAMP)
 	$(PY) scripts/check_dist.py
 

@@ -25,6 +25,7 @@ PAGE_MODULES = {
     "reference/contrib-django.md": "wove.contrib.django",
     "reference/contrib-starlette.md": "wove.contrib.starlette",
     "reference/contrib-celery.md": "wove.contrib.celery",
+    "reference/contrib-opentelemetry.md": "wove.contrib.opentelemetry",
     "reference/contrib-traces.md": "wove.contrib.traces",
 }
 

@@ -8,8 +8,8 @@
    metadata has the version of wove/__init__.py, the SPDX license expression and only
    valid trove classifiers.
 3. ``twine check --strict`` on both.
-4. For each user extra (none, spawn, django, starlette, celery), a fresh venv gets the
-   wheel with that extra, and imports wove and the matching module there.
+4. For each user extra (none, spawn, django, starlette, celery, opentelemetry), a fresh
+   venv gets the wheel with that extra, and imports wove and the matching module there.
 
 Run with the project's venv (requirements/dev.txt has build, twine and
 trove-classifiers). Exits non-zero, saying why, at the first check that fails.
@@ -86,6 +86,21 @@ Starlette(middleware=[Middleware(wove.contrib.starlette.WoveMiddleware)])
 import wove.contrib.celery
 import cloudpickle
 """,
+    # Only opentelemetry-api: the instrumentor works without opentelemetry-instrumentation,
+    # and is the entry point `opentelemetry-instrument` finds.
+    "opentelemetry": """
+from importlib.metadata import entry_points
+from wove.contrib.opentelemetry import WoveInstrumentor
+(entry_point,) = entry_points(group="opentelemetry_instrumentor", name="wove")
+assert entry_point.load() is WoveInstrumentor
+WoveInstrumentor().instrument()
+with weave(x=2) as w:
+    @w.do
+    def tripled(x):
+        return x * 3
+assert w.result.final == 6, w.result.final
+WoveInstrumentor().uninstrument()
+""",
 }
 # Printed after each check: the module imported and the distributions the extra brought.
 REPORT = """
@@ -102,6 +117,7 @@ MODULES = {
     "django": "wove.contrib.django (+ django.setup(), check)",
     "starlette": "wove.contrib.starlette",
     "celery": "wove.contrib.celery",
+    "opentelemetry": "wove.contrib.opentelemetry (+ its entry point)",
 }
 
 

@@ -1,0 +1,72 @@
+"""Wove for OpenTelemetry (``pip install "wove[opentelemetry]"``): a span per weave run
+and per task attempt, nested in the trace of the code that runs the weave.
+
+::
+
+    from wove.contrib.opentelemetry import WoveInstrumentor
+
+    WoveInstrumentor().instrument()  # or instrument(tracer_provider=provider)
+
+``opentelemetry-instrument`` finds it by itself (the ``opentelemetry_instrumentor``
+entry point ``wove``). Without an SDK configured, a weave costs one no-op span start.
+See docs/opentelemetry.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import trace
+
+from wove import __version__
+from wove.lowlevel import add_instrument
+
+from .spans import SpanInstrument
+
+if TYPE_CHECKING:
+    from .base import MinimalInstrumentor as _Base
+else:
+    try:  # what `opentelemetry-instrument` expects, when it is installed
+        from opentelemetry.instrumentation.instrumentor import BaseInstrumentor as _Base
+    except ImportError:  # only opentelemetry-api: the same surface
+        from .base import MinimalInstrumentor as _Base
+
+__all__ = ["WoveInstrumentor"]
+
+
+class WoveInstrumentor(_Base):
+    """An OpenTelemetry instrumentor of every weave run in the process.
+
+    ``instrument(tracer_provider=None)`` starts (the global tracer provider by default,
+    also when an SDK configures it later); ``uninstrument()`` stops, for weaves started
+    from then on. Like every OpenTelemetry instrumentor, it is a singleton, and a second
+    ``instrument()`` or ``uninstrument()`` in a row only logs a warning. Its base is
+    ``opentelemetry.instrumentation.instrumentor.BaseInstrumentor`` when
+    ``opentelemetry-instrumentation`` is installed (what ``opentelemetry-instrument``
+    loads), else :class:`~wove.contrib.opentelemetry.base.MinimalInstrumentor`, with the
+    same methods.
+
+    Each weave run is a span named ``weave <file>:<line>``, a child of the span current
+    where the block starts; each task attempt, and each item of a mapped task, is a span
+    named after the task, a child of the weave's, on whichever lane it runs (the spans
+    that the task's own code opens are its children). All are of kind ``INTERNAL``. See
+    docs/opentelemetry.md for their attributes and statuses.
+    """
+
+    _remove: Callable[[], None] | None = None
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        """Nothing to check: the instrumented library is the one this class is part of."""
+        return ()
+
+    def _instrument(self, **kwargs: Any) -> None:
+        tracer = trace.get_tracer(
+            __name__, __version__, tracer_provider=kwargs.get("tracer_provider")
+        )
+        self._remove = add_instrument(SpanInstrument(tracer))
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        remove, self._remove = self._remove, None
+        if remove is not None:
+            remove()
