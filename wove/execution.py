@@ -111,7 +111,8 @@ async def run_awaiting(recipe: Recipe, graph: Graph) -> Run:
     def on_finish() -> None:
         binding.call(set_finished)
 
-    run = new_run(recipe, graph, binding, on_finish, lanes.sensitive_lane_for(binding.loop))
+    sensitive = lanes.SensitiveLane(binding.loop)
+    run = new_run(recipe, graph, binding, on_finish, sensitive.submit)
     # A loop started inside a sync task on a pool thread (asyncio.run, async_to_sync)
     # blocks that thread until this run ends: the pool lends one meanwhile.
     with lanes.thread_pool().blocking(nested_loop=True):
@@ -127,6 +128,11 @@ async def run_awaiting(recipe: Recipe, graph: Graph) -> Run:
                 except asyncio.CancelledError:
                     continue
             raise
+        finally:
+            # The tasks that carried thread-sensitive jobs end a step after the job
+            # itself: wait for them, so nothing of the weave outlives the block.
+            while sensitive.pending:
+                await asyncio.wait(set(sensitive.pending))
     return run
 
 

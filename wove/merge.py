@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar, overload
 
@@ -55,7 +56,10 @@ def merge(function: Callable[..., Any], items: Iterable[Any] | None = None, /) -
 async def _call(run: Run, function: Callable[..., Any], args: tuple[Any, ...]) -> Any:
     if is_async_callable(function):
         return await function(*args)
-    return await _in_thread(run, function, args)
+    value = await _in_thread(run, function, args)
+    if inspect.iscoroutine(value):  # a sync callable returning a coroutine: awaited
+        value = await value
+    return value
 
 
 async def _in_thread(run: Run, function: Callable[..., Any], args: tuple[Any, ...]) -> Any:

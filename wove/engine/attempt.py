@@ -16,7 +16,7 @@ from types import CoroutineType, MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
 from ..errors import TaskTimeout
-from ..lanes import hooks, loops, services, timer
+from ..lanes import hooks, loops, pool, services, timer
 from ..placement import THREAD, Lane
 from ..task_spec import TaskSpec
 from ..tracing import (
@@ -143,8 +143,12 @@ class Recorder:
         attempt: int,
         error: BaseException | None,
         extra: dict[str, object] | None = None,
+        *,
+        timed_out: bool = False,
     ) -> None:
-        self._send(name, index, lane, start, _perf(), attempt, error, extra)
+        """``timed_out``: the attempt ran past its own timeout (status "timeout"; a
+        TaskTimeout raised inside it, by a nested weave, is an "error" of this task)."""
+        self._send(name, index, lane, start, _perf(), attempt, error, extra, timed_out=timed_out)
 
     def _send(
         self,
@@ -157,6 +161,7 @@ class Recorder:
         error: BaseException | None,
         extra: dict[str, object] | None,
         thread: str | None = None,
+        timed_out: bool = False,
     ) -> None:
         self._seen.add(name)
         if not self.collectors:
@@ -164,7 +169,7 @@ class Recorder:
         status: Status = "ok"
         if error is None:
             pass
-        elif isinstance(error, TaskTimeout):
+        elif timed_out:
             status = "timeout"
         elif isinstance(error, asyncio.CancelledError):
             status = "cancelled"
@@ -199,16 +204,19 @@ def again(
     attempt: int,
     error: BaseException | None,
     extra: dict[str, object] | None,
+    timed_out: bool = False,
 ) -> bool:
     """Trace this attempt; True to try again. Exceptions are retried while retries are
-    left and the run has not failed, but not a timeout, KeyboardInterrupt or SystemExit."""
+    left and the run has not failed, but not the attempt's own timeout (``timed_out``),
+    KeyboardInterrupt or SystemExit. (A TaskTimeout from a weave nested in the task is
+    an ordinary exception of this task, and is retried.)"""
     if run.recorder is not None:
-        run.recorder.record(spec.name, index, run.lanes[spec.name], began, attempt, error, extra)
+        lane = run.lanes[spec.name]
+        run.recorder.record(
+            spec.name, index, lane, began, attempt, error, extra, timed_out=timed_out
+        )
     return (
-        isinstance(error, Exception)
-        and not isinstance(error, TaskTimeout)
-        and attempt < spec.retries
-        and not run.failed
+        isinstance(error, Exception) and not timed_out and attempt < spec.retries and not run.failed
     )
 
 
@@ -220,10 +228,15 @@ def arm_timeout(run: Run, spec: TaskSpec, index: int | None, *, sync: bool) -> T
     assert timeout is not None
     timed = TimedCall(run.lock)
     name = spec.name
+    # The asyncio task an async attempt runs in: once abandoned, it no longer counts,
+    # and the run's straggler check must not count it again.
+    task = None if sync else asyncio.current_task()
 
     def expire() -> None:
         if not timed.abandon(on_thread=sync):
             return
+        if task is not None:
+            run.forget_task(task)
         error = TaskTimeout(name, timeout, index)
         if sync:
             position = services.where_is(timed.thread_id)
@@ -240,7 +253,7 @@ def arm_timeout(run: Run, spec: TaskSpec, index: int | None, *, sync: bool) -> T
         services.logger.warning("wove: %s; abandoning it", describe_error(error))
         if run.recorder is not None:
             lane = run.lanes[name]
-            run.recorder.record(name, index, lane, _perf() - timeout, 0, error)
+            run.recorder.record(name, index, lane, _perf() - timeout, 0, error, timed_out=True)
         run.fail(name, index, error, ended_call=True)
 
     delay = timeout if sync else timeout + CANCEL_GRACE
@@ -313,6 +326,7 @@ async def call_async(
         timed = arm_timeout(run, spec, index, sync=False) if timeout is not None else None
         error: BaseException | None = None
         value = None
+        timed_out = False
         try:
             if timeout is None:
                 value = await function(**kwargs)
@@ -320,6 +334,7 @@ async def call_async(
                 async with asyncio.timeout(timeout) as scope:
                     value = await function(**kwargs)
                 if scope.expired():  # it caught the cancellation and returned
+                    timed_out = True
                     value, error = None, TaskTimeout(spec.name, timeout, index)
                     error.add_note(
                         "wove: the task caught the cancellation at its timeout and returned "
@@ -334,6 +349,7 @@ async def call_async(
         except BaseException as exc:
             error = exc
             if timeout is not None and isinstance(exc, TimeoutError) and scope.expired():
+                timed_out = True
                 error = TaskTimeout(spec.name, timeout, index)
                 error.__cause__ = exc
         finally:
@@ -343,7 +359,7 @@ async def call_async(
             recorder.end(opened, error, extra)
         if timed is not None and timed.settle():
             return ABANDONED, None, start
-        if not again(run, spec, index, began, attempt, error, extra):
+        if not again(run, spec, index, began, attempt, error, extra, timed_out):
             return value, error, start
         attempt += 1
 
@@ -358,4 +374,7 @@ def _run_to_completion(coroutine: CoroutineType[Any, Any, Any], context: Any) ->
     async def awaited() -> Any:
         return await coroutine
 
-    return context.run(loops.run_coroutine, awaited()).result()
+    # This thread only waits: a pool thread lends its place meanwhile, as for a nested
+    # weave (the coroutine may merge sync calls, which need a thread).
+    with pool.thread_pool().blocking():
+        return context.run(loops.run_coroutine, awaited()).result()

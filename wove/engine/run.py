@@ -131,6 +131,8 @@ class Run:
         self._finished = False
         self.recorder: Recorder | None = None
         self._straggler_check: timer.Deadline | None = None
+        self._forgotten: set[asyncio.Task[Any]] = set()  # abandoned at their timeout
+        self._on_failure: list[Callable[[], None]] = []  # run on the loop at the failure
         self.stuck = stuck.StuckReport(self, stuck_after) if stuck_after is not None else None
         self.context = contextvars.copy_context()
         self._ref = _RunRef(self)
@@ -168,8 +170,10 @@ class Run:
         self.dispatch(list(self._roots), None)
 
     def submit_counted(self, job: Job) -> None:
-        """Run a job on the run's thread lane, counted as a running call: the weave does
-        not end while it runs (``merge`` sends a task's sync calls here)."""
+        """Run a job on the shared pool, counted as a running call: the weave does not end
+        while it runs (``merge`` sends a task's sync calls here). Not through the weave's
+        ``max_workers`` limiter: the task that merges may hold the weave's last slot
+        while it waits for the call (a sync task awaiting a coroutine that merges)."""
         with self.lock:
             self._running += 1
 
@@ -179,7 +183,7 @@ class Run:
             finally:
                 self.call_ended()
 
-        self.submit(counted)
+        pool.thread_pool().submit(counted)
 
     def thread_call(self, function: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         """Call a sync function on a pool thread of this run, inside the registered
@@ -275,18 +279,26 @@ class Run:
         loop.call(lambda: self.spawn(loop.loop, work))
 
     def _waits_for_a_thread(self, job: Job, work: Work, timeout: float) -> Job:
-        """A job of a task with a timeout: if no pool thread takes it within the timeout
-        (every thread busy, some perhaps held by abandoned calls), the task fails with
-        TaskTimeout and the job never starts."""
+        """A job of a task with a timeout: if it gets no pool thread within the timeout
+        because every thread of the pool is busy (some perhaps held by abandoned calls),
+        the task fails with TaskTimeout and the job never starts. Waiting behind the
+        weave's own ``max_workers``, or behind the other workers of its own mapped task,
+        is not that: the clock then starts again."""
         name = work if isinstance(work, str) else work.name
         state = {"started": False, "expired": False}
 
         def expire() -> None:
-            with self.lock:
-                if state["started"]:
-                    return
-                state["expired"] = True
             threads = pool.thread_pool()
+            with self.lock:
+                if state["started"] or self._finished:
+                    return
+                if (isinstance(work, Mapped) and work.claimed) or not threads.saturated():
+                    waiting = True  # not a pool thread it waits for: look again later
+                else:
+                    waiting, state["expired"] = False, True
+            if waiting:
+                holder.append(timer.deadlines().arm(time.monotonic() + timeout, expire))
+                return
             error = TaskTimeout(name, timeout)
             error.add_note(
                 f"wove: it waited {timeout:g} s for a thread and never started: all "
@@ -296,14 +308,14 @@ class Run:
             )
             self.fail(name, None, error, ended_call=False)
 
-        deadline = timer.deadlines().arm(time.monotonic() + timeout, expire)
+        holder = [timer.deadlines().arm(time.monotonic() + timeout, expire)]
 
         def start() -> None:
             with self.lock:
                 if state["expired"]:
                     return  # abandoned before it started: it never starts
                 state["started"] = True
-            timer.deadlines().cancel(deadline)
+            timer.deadlines().cancel(holder[-1])
             job()
 
         return start
@@ -312,13 +324,21 @@ class Run:
         worker = loop.create_task(workers.async_worker(self, work), context=self.context.copy())
         self.keep_tasks([worker])
 
-    def keep_tasks(self, tasks: list[asyncio.Task[Any]]) -> None:
+    def keep_tasks(
+        self, tasks: list[asyncio.Task[Any]], release: Callable[[], None] | None = None
+    ) -> None:
+        """Track asyncio tasks of the run (cancelled at its failure). ``release``: what a
+        fan-out does on the loop thread at the failure (see workers.fan_out)."""
         with self.lock:
             self._async_workers.extend(tasks)
+            if release is not None:
+                self._on_failure.append(release)
             failed = self._failure is not None
         if failed:
             for task in tasks:
                 task.cancel()
+            if release is not None:
+                release()
 
     def _launch_fan_out(self, mapped: Mapped) -> None:
         loop = self.loop
@@ -328,6 +348,19 @@ class Run:
     def count_calls(self, count: int) -> None:
         with self.lock:
             self._running += count
+
+    def end_calls(self, count: int) -> None:
+        """``count`` calls ended (fan-out items after a failure, one by one)."""
+        with self.lock:
+            self._running -= count
+            finished = self._finishing_locked()
+        if finished:
+            self._on_finish()
+
+    def forget_task(self, task: asyncio.Task[Any]) -> None:
+        """An async call abandoned at its timeout: no longer counted (see timed.py)."""
+        with self.lock:
+            self._forgotten.add(task)
 
     def inputs(self, names: tuple[str, ...]) -> dict[str, Any]:
         # No lock: a value is written under the lock before its dependents become ready,
@@ -524,12 +557,15 @@ class Run:
             if name is not None and not cancelled:
                 self._errors.setdefault(name, error)
             tasks = list(self._async_workers) if first else []
+            releases = list(self._on_failure) if first else []
             finished = self._finishing_locked()
         if tasks and self.loop is not None:
 
             def cancel_workers() -> None:
                 for task in tasks:
                     task.cancel()
+                for release in releases:
+                    release()
 
             self.loop.call(cancel_workers)
             self._arm_straggler_check()
@@ -564,7 +600,10 @@ class Run:
         with self.lock:
             if self._finished:
                 return
-            stragglers = sum(not task.done() for task in self._async_workers)
+            forgotten = self._forgotten
+            stragglers = sum(
+                not task.done() and task not in forgotten for task in self._async_workers
+            )
             if not stragglers or stragglers < self._running:
                 again = True
             else:
@@ -610,6 +649,8 @@ class Run:
         # Nothing is left to cancel: let finished asyncio tasks go now, not when the
         # (cyclic, through the context) run is collected; asyncio.run walks all live ones.
         self._async_workers = []
+        self._forgotten = set()
+        self._on_failure = []
         # And let go of the run from every task context, so values are freed with the
         # result, not at the next cyclic collection (merge() after the end is refused).
         self._ref.run = None

@@ -63,12 +63,15 @@ class TimedCall:
                 return False
             self.live, self.abandoned = False, True
             callbacks, self._callbacks = self._callbacks, []
-        if on_thread:
-            self.on_pool = pool.on_pool_thread_id(self.thread_id)
-            if self.on_pool:
-                pool.thread_pool().abandon()
-            else:
-                self.blocking = dedicated.block_thread(self.thread_id)
+            # Accounted for under the same lock as `abandoned`: a call returning at this
+            # very moment settles after this, and gives back exactly what was taken.
+            # (The pool's and the dedicated registry's locks are always taken last.)
+            if on_thread:
+                self.on_pool = pool.on_pool_thread_id(self.thread_id)
+                if self.on_pool:
+                    pool.thread_pool().abandon()
+                else:
+                    self.blocking = dedicated.block_thread(self.thread_id)
         for callback in callbacks:
             try:
                 callback()

@@ -62,6 +62,8 @@ def _sync_items(run: Run, mapped: Mapped, lane: Lane) -> Work | None:
             )
             return None
         ready = _sync_item(run, mapped, index, lane)
+        if ready is None:  # abandoned at its timeout: this thread starts nothing more
+            return None
         if ready:
             return run.dispatch_ready(ready, lane)
     return None
@@ -79,15 +81,18 @@ def _sync_resume(run: Run, mapped: Mapped, index: int, lane: Lane) -> None:
     if not run.start_call(mapped.name):
         return
     ready = _sync_item(run, mapped, index, lane)
+    if ready is None:
+        return
     following = run.dispatch_ready(ready, lane) if ready else None
     sync_worker(run, following or mapped, lane)
 
 
-def _sync_item(run: Run, mapped: Mapped, index: int, lane: Lane) -> list[str]:
+def _sync_item(run: Run, mapped: Mapped, index: int, lane: Lane) -> list[str] | None:
+    """Run one item; what it made ready, or None if it was abandoned at its timeout."""
     kwargs = {**mapped.kwargs, mapped.item_param: mapped.items[index]}
     value, error, start = call_sync(run, mapped.spec, index, kwargs, lane)
     if value is ABANDONED:
-        return []
+        return None
     return run.settle_item(mapped, index, value, error, start)
 
 
@@ -195,40 +200,67 @@ def fan_out(run: Run, loop: asyncio.AbstractEventLoop, mapped: Mapped) -> None:
     context, tasks = run.context, list[asyncio.Task[Any]]()
     mapped.claimed = len(mapped.items)
     mapped.first_start = _perf()
-    # Settled by one callback on the loop thread, which alone touches `mapped.left`
-    # here: the items count down without the lock, and the values are read from the
-    # tasks once all are done, as gather does.
-    settle = functools.partial(_item_settled, run, mapped, tasks, [False])
+    # Settled by one callback on the loop thread, which alone touches `mapped.left` and
+    # the state here: the items count down without the lock, and the values are read
+    # from the tasks once all are done, as gather does.
+    state = _FanOut()
+    settle = functools.partial(_item_settled, run, mapped, tasks, state)
     for item in mapped.items:
         task = loop.create_task(_item(function, kwargs, item_param, item), context=context.copy())
         task.add_done_callback(settle)
         tasks.append(task)
     run.count_calls(len(tasks))  # none of them has run yet: this callback holds the loop
-    run.keep_tasks(tasks)
+    run.keep_tasks(tasks, functools.partial(_release_settled, run, mapped, tasks, state))
+
+
+class _FanOut:
+    """A fan-out's progress: whether an item failed, and how many items' calls ended
+    already (after a failure each ends as it settles, so that an item that swallows
+    its cancellation is the only one still counted, and the run can stop waiting)."""
+
+    __slots__ = ("broken", "ended")
+
+    def __init__(self) -> None:
+        self.broken = False
+        self.ended = 0
 
 
 def _item_settled(
     run: Run,
     mapped: Mapped,
     tasks: list[asyncio.Task[Any]],
-    broken: list[bool],
+    state: _FanOut,
     task: asyncio.Task[Any],
 ) -> None:
-    if task.cancelled():
-        if not run.failed:  # cancelled from outside the weave
-            run.fail(
-                mapped.name,
-                tasks.index(task),
-                asyncio.CancelledError(),
-                ended_call=False,
-                cancelled=True,
-            )
-        broken[0] = True
+    error: BaseException | None = None
+    cancelled = task.cancelled()
+    if cancelled:
+        error = asyncio.CancelledError()
     elif type(outcome := task.result()) is _Raised:
-        run.fail(mapped.name, tasks.index(task), outcome.error, ended_call=False)
-        broken[0] = True
+        error = outcome.error
     mapped.left -= 1
+    if error is not None and not state.broken:
+        if not (cancelled and run.failed):  # else cancelled by the weave's own failure
+            run.fail(mapped.name, tasks.index(task), error, ended_call=False, cancelled=cancelled)
+        _release_settled(run, mapped, tasks, state)
+        return
+    if state.broken:
+        state.ended += 1
+        run.end_calls(1)
+        return
     if mapped.left:
         return
-    values = None if broken[0] else [done.result() for done in tasks]
-    run.settle_fan_out(mapped, values, len(tasks))
+    run.settle_fan_out(mapped, [done.result() for done in tasks], len(tasks))
+
+
+def _release_settled(
+    run: Run, mapped: Mapped, tasks: list[asyncio.Task[Any]], state: _FanOut
+) -> None:
+    """The run failed (on the loop thread, like every settle): end the counts of the
+    items settled so far; each later one ends its own as it settles."""
+    if state.broken:
+        return
+    state.broken = True
+    settled = len(tasks) - mapped.left
+    state.ended = settled
+    run.end_calls(settled)

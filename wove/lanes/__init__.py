@@ -16,7 +16,7 @@ Each thread service is a small module with its own lock, its own process-wide in
   the loop that keeps a service alive through an unexpected error.
 """
 
-from .caller import CallerWaiter, SerialThread, sensitive_lane_for, serial_thread
+from .caller import CallerWaiter, SensitiveLane, SerialThread, serial_thread
 from .hooks import add_thread_call_wrapper, caller_thread_wrappers, thread_call_wrappers
 from .loops import LoopThread, call_on_loop, loop_for_sync_caller, run_coroutine
 from .pool import Limiter, ThreadPool, set_max_threads, thread_pool
@@ -30,6 +30,7 @@ __all__ = [
     "Job",
     "Limiter",
     "LoopThread",
+    "SensitiveLane",
     "SerialThread",
     "ThreadPool",
     "add_thread_call_wrapper",
@@ -40,7 +41,6 @@ __all__ = [
     "loop_for_sync_caller",
     "reap",
     "run_coroutine",
-    "sensitive_lane_for",
     "serial_thread",
     "set_max_threads",
     "start_service",

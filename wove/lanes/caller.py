@@ -84,7 +84,6 @@ class CallerWaiter:
 
 _lock = threading.Lock()
 _serials: list[SerialThread] = []
-_pending_sensitive: set[asyncio.Task[Any]] = set()
 
 
 def serial_thread() -> SerialThread:
@@ -103,27 +102,39 @@ def serial_thread() -> SerialThread:
         return _serials[-1]
 
 
-def sensitive_lane_for(loop: asyncio.AbstractEventLoop) -> Callable[[Job], None]:
+class SensitiveLane:
     """How an async caller runs thread-sensitive jobs: through asgiref's
     ``sync_to_async(thread_sensitive=True)`` when asgiref is installed (Django's own
-    rule: the request's sync thread under ASGI), else on Wove's dedicated thread."""
-    try:
-        from asgiref.sync import sync_to_async
-    except ImportError:
-        return serial_thread().submit
-    if getattr(_local, "in_sensitive_job", False):
-        # This caller runs inside one of our asgiref thread-sensitive jobs (a loop
-        # started by a thread-sensitive task): asgiref would queue the nested job behind
-        # the very call that waits for it.
-        return serial_thread().submit
-    # The caller's context: it holds asgiref's per-request ThreadSensitiveContext, which
-    # a job submitted from a pool thread would not carry.
-    context = contextvars.copy_context()
+    rule: the request's sync thread under ASGI), else on Wove's dedicated thread.
 
-    def submit(job: Job) -> None:
-        if not dedicated.is_free(dedicated.foreign):
-            # A call abandoned at its timeout may hold asgiref's thread: do not queue
-            # behind it (the same rule as for Wove's own dedicated threads).
+    ``pending`` holds the asyncio tasks that carry jobs to asgiref: the caller awaits
+    them after its weave, so none is left running after the block."""
+
+    __slots__ = ("_context", "_loop", "_sync_to_async", "pending")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.pending: set[asyncio.Task[Any]] = set()
+        self._sync_to_async: Any = None
+        if not getattr(_local, "in_sensitive_job", False):
+            # (Inside one of our asgiref thread-sensitive jobs, a loop started by a
+            # thread-sensitive task, asgiref would queue the nested job behind the very
+            # call that waits for it: Wove's own thread then.)
+            try:
+                from asgiref.sync import sync_to_async
+            except ImportError:
+                pass
+            else:
+                self._sync_to_async = sync_to_async
+        # The caller's context: it holds asgiref's per-request ThreadSensitiveContext,
+        # which a job submitted from a pool thread would not carry.
+        self._context = contextvars.copy_context()
+
+    def submit(self, job: Job) -> None:
+        sync_to_async = self._sync_to_async
+        if sync_to_async is None or not dedicated.is_free(dedicated.foreign):
+            # (A call abandoned at its timeout may hold asgiref's thread: do not queue
+            # behind it, the same rule as for Wove's own dedicated threads.)
             serial_thread().submit(job)
             return
 
@@ -150,20 +161,17 @@ def sensitive_lane_for(loop: asyncio.AbstractEventLoop) -> Callable[[Job], None]
                 serial_thread().submit(job)
 
         def start() -> None:
-            task = loop.create_task(run(), context=context.copy())
-            _pending_sensitive.add(task)  # asyncio keeps only weak references
-            task.add_done_callback(_pending_sensitive.discard)
+            task = self._loop.create_task(run(), context=self._context.copy())
+            self.pending.add(task)  # (asyncio keeps only weak references)
+            task.add_done_callback(self.pending.discard)
 
-        loop.call_soon_threadsafe(start)
-
-    return submit
+        self._loop.call_soon_threadsafe(start)
 
 
 def _forget_in_child() -> None:
     global _lock
     _lock = threading.Lock()
     _serials.clear()
-    _pending_sensitive.clear()
     _local.__dict__.clear()
 
 

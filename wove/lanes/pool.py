@@ -78,6 +78,10 @@ class ThreadPool:
     def threads(self) -> int:
         return self._threads
 
+    def saturated(self) -> bool:
+        """Every thread the cap allows is busy (a racy read: as good as its moment)."""
+        return self._threads >= self._max + self._lent and self._idle == 0
+
     def submit(self, job: Job) -> None:
         with self._lock:
             self._queued += 1
@@ -167,8 +171,16 @@ class ThreadPool:
             self._start_worker()
 
     def _give_back(self) -> None:
+        # The lent thread may sit idle now: if the pool is over its bound, one idle
+        # worker leaves at once (not after running one more job above the cap).
         with self._lock:
             self._lent -= 1
+            retire = self._threads > self._max + self._lent and self._idle > self._queued
+            if retire:
+                self._threads -= 1
+                self._queued += 1
+        if retire:
+            self._queue.put(_RETIRE)
 
     @contextmanager
     def blocking(self, *, nested_loop: bool = False) -> Iterator[None]:
