@@ -22,6 +22,7 @@ from django.db import connection, transaction
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 
 import wove
 from wove import TaskTimeout, weave
@@ -129,8 +130,19 @@ def author_compare(request: HttpRequest, slug: str) -> HttpResponse:
         "speedup": sequential_timeline.total_ms / max(wove_timeline.total_ms, 1e-9),
         "sequential_rows": sequential_timeline.drawn(scale),
         "wove_rows": wove_timeline.drawn(scale),
+        "trace_url": trace_url(request),
     }
     return render(request, "catalog/compare.html", context)
+
+
+def trace_url(request: HttpRequest) -> str:
+    """This request's page among Wove's trace pages. ``WoveMiddleware`` gives the request
+    its trace's id from the start (``request.wove_trace_id``); the trace is stored when
+    the response leaves the middleware, before anyone can follow the link."""
+    trace_id = getattr(request, "wove_trace_id", None)
+    if trace_id is None:  # recording is off: the list says so
+        return reverse("wove:trace_list")
+    return reverse("wove:trace_detail", args=[trace_id])
 
 
 def author_sequential(request: HttpRequest, slug: str) -> HttpResponse:
@@ -149,7 +161,12 @@ def _author_alone(
     response = render(
         request,
         "catalog/author.html",
-        {**context, "version": version, "elapsed_ms": timeline.total_ms},
+        {
+            **context,
+            "version": version,
+            "elapsed_ms": timeline.total_ms,
+            "trace_url": trace_url(request),
+        },
     )
     response["X-Author-Page-Ms"] = f"{timeline.total_ms:.1f}"  # for curl -I
     return response
@@ -224,6 +241,7 @@ def author_royalties(request: HttpRequest, slug: str) -> HttpResponse:
         **w.result.page,
         "server_pid": os.getpid(),
         "elapsed_ms": (time.perf_counter() - started) * 1000,
+        "trace_url": trace_url(request),
     }
     return render(request, "catalog/royalties.html", context)
 

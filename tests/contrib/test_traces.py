@@ -209,7 +209,10 @@ def test_a_failing_task_is_recorded_and_the_exception_finishes_the_trace(
     trace = _only(recorder)
     assert trace.status is None
     assert trace.error == "ValueError: no such author"
-    (failed,) = trace.failed
+    # `fine` may not have started when `lookup` failed: then it is in `failed` too, as
+    # cancelled (the engine records the tasks a failed weave never started).
+    (failed,) = [r for r in trace.failed if r.status != "cancelled"]
+    assert {r.task for r in trace.failed if r.status == "cancelled"} <= {"fine"}
     assert (failed.task, failed.status, failed.lane) == ("lookup", "error", "loop")
     assert failed.error == "ValueError: no such author"
 
@@ -608,3 +611,171 @@ def test_a_remote_task_is_drawn_in_the_remote_lane_colour_with_its_worker() -> N
     assert "remote task (worker)" in fragment  # the legend names the lane
     assert f"--remote:{traces.waterfall.COLOURS['remote']}" in fragment
     assert ".bar.lane-remote{--lane:var(--remote)}" in fragment.replace(" ", "")
+
+
+# --- cancelled tasks, SQL statements, navigation ---------------------------------------------
+
+
+def _failing_weave() -> None:
+    """A task fails: a sibling still running is cancelled, a dependent never starts."""
+    with weave() as w:
+
+        @w.do
+        def fails() -> None:
+            time.sleep(0.02)
+            raise LookupError("failed on purpose")
+
+        @w.do
+        async def slow() -> None:
+            await asyncio.sleep(5)
+
+        @w.do
+        def never(fails: None) -> None:
+            pass
+
+
+def test_every_task_of_a_failed_weave_is_drawn_and_listed_with_its_status(
+    recorder: RequestRecorder,
+) -> None:
+    # Needs the engine to record the tasks it never started (status "cancelled", zero
+    # length, no thread, where the run ended): without that, `never` is missing here.
+    with pytest.raises(LookupError), recorder.recording("GET", "/fails"):
+        _failing_weave()
+    trace = _only(recorder)
+    tasks = _tasks(trace)
+    assert sorted(tasks) == ["fails", "never", "slow"]
+    assert trace.task_count == 3
+    (never,) = tasks["never"]
+    assert (never.status, never.attempt, never.thread, never.duration) == ("cancelled", 0, "", 0)
+    assert [r.status for r in tasks["slow"]] == ["cancelled"]
+    assert never.start >= tasks["fails"][0].end  # where the run ended, after the failure
+
+    page = waterfall_html([trace])
+    task_row = (
+        r'<div class="row task"><div class="label" title="[^"]*">([^<]*)</div>(.*?)</div></div>'
+    )
+    rows = dict(re.findall(task_row, page, re.S))
+    assert set(rows) == {"fails", "never", "slow"}
+    marker = re.search(
+        r'<span class="bar lane-thread status-cancelled marker" style="([^"]*)"', rows["never"]
+    )
+    assert marker, rows["never"]
+    assert "width" not in marker.group(1)  # a marker, not a bar of some length
+    left = float(re.findall(r"left:([\d.]+)%", marker.group(1))[0])
+    assert left == pytest.approx(trace.offset(never) / trace.span * 100, abs=0.01)
+    # Listed under the waterfall with why, and counted in the request table.
+    errors = re.search(r'<ul class="errors">(.*?)</ul>', page)
+    assert errors
+    items = re.findall(r"<li>(.*?)</li>", errors.group(1))
+    assert len(items) == 3
+    (never_item,) = [i for i in items if "<code>never</code>" in i]
+    assert "status-cancelled" in never_item
+    assert "not started: the weave failed (LookupError: failed on purpose)" in never_item
+    assert "attempt" not in never_item  # it never had an attempt
+    (row,) = re.findall(r'<tr class="failed">(.*?)</tr>', page)
+    assert re.findall(r'<td class="num">([^<]*)</td>', row)[-3:] == ["3", "1", "2"]
+    assert "never · cancelled: never started" in html.unescape(page)  # its tooltip
+
+
+def test_a_zero_length_cancelled_record_is_a_marker_at_its_offset() -> None:
+    trace = _trace(
+        _fake("ran", 0.0, 0.5),
+        _fake("broke", 0.1, 0.5, status="error", error="KeyError: x"),
+        _fake("skipped", 0.5, 0.5, status="cancelled", thread="", error="CancelledError: no"),
+        _fake("stopped", 0.2, 0.5, lane="loop", status="cancelled", error="CancelledError"),
+        duration=1.0,
+    )
+    fragment = waterfall_fragment([trace])
+    assert 'class="bar lane-thread status-cancelled marker" style="left:50.000%"' in fragment
+    # A task cancelled while it ran keeps its bar, from its start to its cancellation.
+    assert 'class="bar lane-loop status-cancelled" style="left:20.000%;width:30.000%"' in fragment
+    assert "attempt 1: cancelled</li>" in fragment
+    assert "cancelled: never started, or at once" in fragment  # the legend's marker
+    assert "skipped</code> no</li>" in fragment
+
+
+def test_a_request_page_says_1_task_and_links_to_its_page_and_back_to_the_list() -> None:
+    trace = _trace(_fake("only", 0.1, 0.2))
+    listing = waterfall_html([trace, replace_id(trace, "def456")], base_url="/wove/")
+    assert "· 1 task ·" in listing
+    assert "1 tasks" not in listing
+    assert 'href="/wove/abc123/"' in listing
+    assert 'href="/wove/def456/"' in listing
+    assert "All recent requests" not in listing
+
+    page = waterfall_html([trace], title="GET /", base_url="/wove/", back_link=True)
+    body = page.split("<body>", 1)[1]
+    nav = re.search(r'<p class="nav"><a href="([^"]+)">', body)
+    assert nav
+    assert nav.group(1) == "/wove/"
+    assert body.index('class="nav"') < body.index("<h1>")  # at the top
+    assert "All recent requests" not in waterfall_html([trace], back_link=True)  # no base_url
+
+
+def replace_id(trace: RequestTrace, new: str) -> RequestTrace:
+    from dataclasses import replace
+
+    return replace(trace, id=new)
+
+
+def _with_sql(task: str, start: float, end: float, sql: object, **extra: object) -> TraceRecord:
+    return _fake(task, start, end, extra={"queries": 3, "query_ms": 1.5, "sql": sql, **extra})
+
+
+def test_each_tasks_sql_statements_are_listed_in_order_escaped_with_the_rest_counted() -> None:
+    statements = [
+        ('SELECT "name" FROM author WHERE id = %s', 0.25, "(1,)"),
+        ("SELECT 1 WHERE '<script>alert(1)</script>'", 1.0, None),
+    ]
+    records = (
+        _with_sql("authors", 0.1, 0.2, statements, sql_omitted=1),
+        _with_sql("books", 0.1, 0.3, [list(s) for s in statements[1:]], queries=1),  # as JSON
+        _fake("plain", 0.1, 0.2, extra={"sql": "not ours"}),  # someone else's annotation
+    )
+    one = waterfall_fragment([_trace(*records)])
+    assert "<script>" not in one
+    section = one.split('<div class="sql">', 1)[1]
+    assert section.startswith("<h3>SQL by task</h3>")
+    blocks = re.findall(r"<details([^>]*)><summary>(.*?)</summary>(.*?)</details>", section)
+    assert [html.unescape(re.sub("<[^>]+>", "", b[1])) for b in blocks] == [
+        "authors · 3 statements · 1.50 ms",
+        "books · 1 statement · 1.50 ms",
+    ]
+    assert all(b[0] == ' class="sql-task" open' for b in blocks)  # one request: unfolded
+    texts = [html.unescape(t) for t in re.findall(r'<code class="sql-text">(.*?)</code>', one)]
+    assert texts == [statements[0][0], statements[1][0], statements[1][0]]
+    assert re.findall(r'<span class="sql-ms">(.*?)</span>', one) == [
+        "0.25 ms",
+        "1.00 ms",
+        "1.00 ms",
+    ]
+    assert re.findall(r'<code class="sql-params">(.*?)</code>', one) == ["(1,)"]  # None: none
+    assert "and 1 more statement, counted but not listed" in one
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in one
+    # The tooltip says where they are rather than repeating the list.
+    (tooltip,) = re.findall(r'<span class="bar[^"]*" style="[^"]*" title="([^"]*)"', one)[:1]
+    assert "SQL: 2 statements listed below the waterfall" in html.unescape(tooltip)
+    assert "sql_omitted" not in html.unescape(tooltip)
+    # Several requests: folded.
+    many = waterfall_fragment([_trace(*records), replace_id(_trace(*records), "x")])
+    assert re.findall(r"<details([^>]*)>", many) == [' class="sql-task"'] * 4
+    assert '<div class="sql">' not in waterfall_fragment([_trace(_fake("a", 0.1, 0.2))])
+    assert "sql = not ours" in html.unescape(one)  # a foreign annotation stays in its tooltip
+    none_kept = waterfall_fragment([_trace(_fake("a", 0.1, 0.2, extra={"sql_omitted": 4}))])
+    assert "4 statements, counted but not listed" in none_kept
+    assert "<ol" not in none_kept
+
+
+def test_a_detached_weave_is_named_after_the_given_call_site() -> None:
+    from wove.contrib.traces.detached import weave_at
+
+    with wove.collect() as records, weave_at("/srv/shop/views.py:42")() as w:
+
+        @w.do
+        def receipt() -> int:
+            return 1
+
+    assert [r.weave for r in records] == ["/srv/shop/views.py:42"]
+    assert w.result.receipt == 1
+    for unusable in ("views.py", "views.py:x", "views.py:1", ""):
+        assert weave_at(unusable) is weave  # then it is named after its real caller

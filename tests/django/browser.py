@@ -54,22 +54,39 @@ def screenshot(
     runs in a session of its own, killed by its process group ID in any case, so no
     renderer or GPU process outlives the call.
     """
+    output = _chromium(
+        [
+            f"--user-data-dir={png.parent / (png.stem + '-profile')}",
+            f"--screenshot={png}",
+            f"--window-size={width},{height}",
+            *([f"--virtual-time-budget={wait_ms}"] if wait_ms else []),
+            url,
+        ]
+    )
+    if not png.exists():
+        raise RuntimeError(f"chromium wrote no screenshot of {url}:\n{output}")
+
+
+def dump_dom(url: str, profile: Path) -> str:
+    """The DOM of ``url`` as headless Chromium built it (``--dump-dom``), as HTML."""
+    return _chromium([f"--user-data-dir={profile}", "--dump-dom", url], stderr=False)
+
+
+def _chromium(arguments: list[str], *, stderr: bool = True) -> str:
+    """Run headless Chromium with ``arguments``; its output (stdout, and stderr unless
+    told not to). Killed by its process group ID in any case."""
     command = [
         CHROMIUM,
         *("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"),
         *("--disable-background-networking", "--disable-component-update", "--disable-sync"),
         *("--force-color-profile=srgb", "--hide-scrollbars", "--force-device-scale-factor=1"),
-        f"--user-data-dir={png.parent / (png.stem + '-profile')}",
-        f"--screenshot={png}",
-        f"--window-size={width},{height}",
-        *([f"--virtual-time-budget={wait_ms}"] if wait_ms else []),
-        url,
+        *arguments,
     ]
     process = subprocess.Popen(
         command,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        stderr=subprocess.STDOUT if stderr else subprocess.DEVNULL,
         start_new_session=True,
     )
     try:
@@ -80,8 +97,7 @@ def screenshot(
         except (ProcessLookupError, PermissionError):
             pass
         process.wait(10)
-    if not png.exists():
-        raise RuntimeError(f"chromium wrote no screenshot:\n{output.decode(errors='replace')}")
+    return output.decode(errors="replace")
 
 
 @dataclass(frozen=True)

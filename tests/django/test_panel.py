@@ -184,6 +184,7 @@ def test_the_real_toolbar_shows_this_requests_bars(tmp_path: Path, asgi: bool) -
         assert loaded.status == 200, loaded.body
         content = loaded.json()["content"]
         _assert_bars_of_parallel(content)
+        assert content.count('<code class="sql-text">SELECT COUNT(*)') == 2  # each task's SQL
         # ... and it is this request's trace, as the trace pages have it.
         (trace_id,) = re.findall(r"id ([0-9a-f]{12}) ", content)
         trace = server.get(f"/wove/{trace_id}.json").json()

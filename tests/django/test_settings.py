@@ -22,6 +22,8 @@ def test_defaults_are_documented_and_applied() -> None:
     assert options.atomic == "thread_sensitive"
     assert options.detach_mode == "background"
     assert options.trace_access is conf.staff_or_debug
+    assert (options.max_sql_statements, options.sql_params) == (50, False)
+    assert conf.load({}, debug=True).sql_params is True  # parameters only with DEBUG
 
 
 @pytest.mark.parametrize(
@@ -31,6 +33,7 @@ def test_defaults_are_documented_and_applied() -> None:
         ({"RECORD": "yes"}, "settings.WOVE['RECORD'] must be True or False, got 'yes'"),
         ({"TRACE_STORE_SIZE": 0}, "must be an int >= 1, got 0"),
         ({"MAX_THREADS": True}, "must be an int >= 1, got True"),
+        ({"MAX_SQL_STATEMENTS": -1}, "settings.WOVE['MAX_SQL_STATEMENTS'] must be an int >= 0"),
         ({"ATOMIC": "serial"}, "must be one of 'thread_sensitive', 'parallel', got 'serial'"),
         ({"DETACH_MODE": "later"}, "must be one of 'background', 'fork', 'tasks', got 'later'"),
         ({"TRACE_ACCESS": "no.such.function"}, "cannot be imported"),

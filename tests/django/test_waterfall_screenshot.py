@@ -10,10 +10,12 @@ so the panel screenshot is what shows the fragment's scoped rules win there.
 from __future__ import annotations
 
 import os
+import re
+import shutil
 from pathlib import Path
 
 import pytest
-from browser import CHROMIUM, Image, bands, dev_server, hex_colour, read_png, screenshot
+from browser import CHROMIUM, Image, bands, dev_server, dump_dom, hex_colour, read_png, screenshot
 from servers import Server
 
 from wove.contrib.traces.waterfall import COLOURS
@@ -102,3 +104,66 @@ def test_the_toolbar_panel_draws_the_bars_despite_the_toolbars_reset(tmp_path: P
     thread_bars = _tall([b for b in bands(image, THREAD, **panel) if b[0] > below], 10)
     assert len(thread_bars) == 3, bands(image, THREAD, **panel)
     assert len([b for b in bands(image, WEAVE_SPAN, **panel) if b[0] > below]) == 1
+
+
+CANCELLED = hex_colour(COLOURS["cancelled"])
+MARKER_EDGE = (0x4B, 0x55, 0x63)  # .bar.marker's border
+SCREENSHOT = Path("/tmp/wove-trace-sql-cancelled.png")  # kept for a look, not committed
+
+
+def test_a_request_page_shows_each_tasks_sql_and_the_task_that_never_started(
+    tmp_path: Path,
+) -> None:
+    """A weave whose task fails after another ran its queries: the dependent that never
+    started is a grey marker where the weave ended, and the statements are listed, open,
+    under the waterfall (needs the engine's records of tasks it never started)."""
+    server = dev_server(tmp_path, "wove_testproject.settings")
+    try:
+        answer = server.get("/sql-and-cancelled/?n=3")
+        assert answer.status == 200, answer.body
+        trace_id = answer.json()["trace"]
+        url = f"/wove/{trace_id}/"
+        image = _shoot(server, url, tmp_path / "sql-cancelled.png", width=1200, height=1100)
+        dom = dump_dom(server.url + url, tmp_path / "dom-profile")
+    finally:
+        server.stop()
+    shutil.copyfile(tmp_path / "sql-cancelled.png", SCREENSHOT)
+
+    # DOM: the marker of the task that never started, and the statements, shown open.
+    never = re.search(r'title="never">never</div><div class="track">(.*?)</div></div>', dom, re.S)
+    assert never, dom
+    assert 'class="bar lane-thread status-cancelled marker"' in never.group(1)
+    sql = re.search(r'<details class="sql-task" open="">(.*?)</details>', dom, re.S)
+    assert sql, dom
+    assert "<code>lookups</code> · 3 statements ·" in sql.group(1)
+    texts = re.findall(r'<code class="sql-text">(.*?)</code>', sql.group(1))
+    assert len(texts) == 3
+    assert all(t.startswith('SELECT COUNT(*) AS "__count" FROM "shop_author"') for t in texts)
+    params = re.findall(r'<code class="sql-params">(.*?)</code>', sql.group(1))
+    assert params == [f"('&lt;b&gt;{n}&lt;/b&gt;',)" for n in range(3)]  # DEBUG is on
+
+    # Pixels: below the legend (which shows one marker too), a grey marker with its dark
+    # edge on the `never` row: a small block, not a bar across the track.
+    legend = bands(image, LOOP)[0]
+    below = legend[1] + 1
+    markers = []
+    for first, last in bands(image, CANCELLED, least=4):
+        if first <= below:
+            continue
+        xs = image.xs((first + last) // 2, CANCELLED)
+        if (
+            xs
+            and max(xs) - min(xs) <= 8
+            and MARKER_EDGE
+            in {
+                image.pixel(min(xs) - 1, (first + last) // 2),
+                image.pixel(max(xs) + 1, (first + last) // 2),
+            }
+        ):
+            markers.append((first, last, min(xs)))
+    assert markers, bands(image, CANCELLED)
+    # It stands where the weave ended: right of where the failed task's bar starts.
+    error_bars = [b for b in bands(image, ERROR) if b[0] > below and b[1] - b[0] >= 8]
+    assert error_bars, bands(image, ERROR)
+    error_x = min(image.xs((error_bars[0][0] + error_bars[0][1]) // 2, ERROR))
+    assert any(x > error_x for _, _, x in markers), (markers, error_x)

@@ -194,3 +194,31 @@ def test_a_detach_racing_with_the_end_is_run_or_refused_by_the_shared_core() -> 
         sys.setswitchinterval(interval)
     assert "after the response of GET /race was sent" in str(refused[0])
     assert traceback.extract_tb(refused[0].__traceback__)[-1].filename == core.__file__
+
+
+def _line_of(text: str) -> str:
+    """``file:line`` of the line of starlette_testapp.py that holds ``text``."""
+    path = starlette_testapp.__file__
+    with open(path) as source:
+        [number] = [n for n, line in enumerate(source, 1) if text in line]
+    return f"{path}:{number}"
+
+
+@pytest.mark.parametrize(
+    ("kind", "call"),
+    [
+        ("note", 'detach(note, "sync note", mode=mode)'),
+        ("weave", 'detach(Restock, shelf="A1", mode=mode)'),
+        ("decorator", "        @detach"),
+    ],
+)
+def test_detached_work_is_labelled_with_the_endpoints_detach_call(kind: str, call: str) -> None:
+    app = starlette_testapp.build(debug=True)
+    get(app, "/detach", kind=kind)
+    where = _line_of(call)
+    traces = [t for t in store_of(app).recent() if t.method == DETACHED]
+    first = min(traces, key=lambda t: t.start)
+    assert {r.weave for r in first.records} == {where}  # not a file of wove/contrib
+    page = get(app, f"/wove/{first.id}/").text
+    assert f'title="{where}">starlette_testapp.py:{where.rsplit(":", 1)[1]} (' in page
+    assert "wove/contrib" not in page

@@ -418,3 +418,38 @@ def test_trace_json_is_plain_json() -> None:
         assert json.loads(body)["traces"][0]["path"] == "/sync-weave"
 
     run(main())
+
+
+def test_an_endpoint_knows_its_trace_id_and_its_page_links_back_to_the_list() -> None:
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from wove import weave
+
+    async def endpoint(request: Request) -> Response:
+        trace_id = request.scope["wove.trace_id"]  # set before the endpoint runs
+        async with weave() as w:
+
+            @w.do
+            def only() -> int:
+                return 1
+
+        return JSONResponse({"trace": trace_id, "only": w.result.only})
+
+    app = Starlette(
+        debug=True, routes=[Route("/own", endpoint)], middleware=[Middleware(WoveMiddleware)]
+    )
+
+    async def main() -> None:
+        async with client(app) as c:
+            reply = (await c.get("/own")).json()
+            page = (await c.get(f"/wove/{reply['trace']}/")).text
+            listing = (await c.get("/wove/")).text
+        (trace,) = store_of(app).recent()
+        assert reply == {"trace": trace.id, "only": 1}
+        assert '<p class="nav"><a href="/wove/">' in page
+        assert "· 1 task ·" in page
+        assert f'href="/wove/{trace.id}/"' in listing
+        assert "All recent requests" not in listing
+
+    run(main())

@@ -16,6 +16,7 @@ urlpatterns = [
     path("detach-fails/", views.detach_fails),
     path("detach-async/", views.detach_async),
     path("in-atomic/", views.in_atomic),
+    path("sql-and-cancelled/", views.sql_and_cancelled),
 ]
 
 # For the tests against real servers (tests/django/test_real_servers.py).

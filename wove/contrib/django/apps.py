@@ -65,6 +65,7 @@ def install() -> None:
                 )
             )
         if options.count_queries:
+            queries.configure(options.max_sql_statements, options.sql_params)
             _removers.append(
                 wove.add_thread_call_wrapper(queries.count_queries, caller_thread=True)
             )

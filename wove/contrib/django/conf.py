@@ -2,7 +2,8 @@
 
 Every key is optional; the defaults are what a Django user would expect with nothing
 set: traces recorded and kept in memory, ``Server-Timing`` only with ``DEBUG``, the trace
-page for staff (or anyone with ``DEBUG``), connection hygiene and query counting on, and
+page for staff (or anyone with ``DEBUG``), connection hygiene and query counting on (the
+first 50 statements of each task kept, their parameters only with ``DEBUG``), and
 sync tasks inside a transaction kept on the request's thread.
 """
 
@@ -43,6 +44,7 @@ DEFAULTS: Mapping[str, Any] = {
     "ATOMIC": "thread_sensitive",  # sync tasks inside transaction.atomic: the request's thread
     "CONNECTION_HYGIENE": True,  # close or return pool threads' connections after each task
     "COUNT_QUERIES": True,  # count each task's SQL queries and their time in its trace
+    "MAX_SQL_STATEMENTS": 50,  # statements kept per task attempt (the rest are counted)
     "MAX_THREADS": None,  # wove.configure(max_threads=...); None: leave Wove's default
     "DETACH_MODE": "background",  # detach()'s default mode: "background", "fork" or "tasks"
     "ENVIRONMENTS": {},  # remote environments by name: {"celery": {"APP": ..., ...}}
@@ -75,6 +77,8 @@ class WoveSettings:
     atomic: AtomicPolicy
     connection_hygiene: bool
     count_queries: bool
+    max_sql_statements: int
+    sql_params: bool  # DEBUG: the statements' parameters are kept too
     max_threads: int | None
     detach_mode: DetachMode
     environments: Mapping[str, RemoteEnv]
@@ -124,6 +128,8 @@ def load(raw: object, *, debug: bool) -> WoveSettings:
         atomic=_choice(values, "ATOMIC", ATOMIC_CHOICES),
         connection_hygiene=_flag(values, "CONNECTION_HYGIENE"),
         count_queries=_flag(values, "COUNT_QUERIES"),
+        max_sql_statements=_count(values, "MAX_SQL_STATEMENTS", least=0),
+        sql_params=debug,
         max_threads=None if values["MAX_THREADS"] is None else _count(values, "MAX_THREADS", 1),
         detach_mode=_detach_mode(values),
         environments=_environments(values["ENVIRONMENTS"]),

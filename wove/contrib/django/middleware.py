@@ -7,7 +7,8 @@ For each request it:
 
 - records every weave task (and mapped item) run while the request is handled, on any
   thread or loop, into a :class:`~wove.contrib.traces.RequestTrace` kept in the bounded
-  store, also set as ``request.wove_trace``;
+  store, also set as ``request.wove_trace``; its id is ``request.wove_trace_id`` from
+  the start (for a link to its page, ``reverse("wove:trace_detail", args=[id])``);
 - adds a ``Server-Timing`` header when ``WOVE["SERVER_TIMING"]`` is on (the default
   with ``DEBUG``), after any value the app set;
 - hooks ``response.close()`` to start the work ``detach()`` registered.
@@ -48,6 +49,7 @@ class WoveMiddleware:
         pending, token = after_response.open_pending(request.method or "", request.path)
         try:
             with _recording(options, request) as active:
+                _name_trace(request, active)
                 response: HttpResponseBase = self.get_response(request)
                 self._finish(options, request, response, active)
         finally:
@@ -60,6 +62,7 @@ class WoveMiddleware:
         pending, token = after_response.open_pending(request.method or "", request.path)
         try:
             with _recording(options, request) as active:
+                _name_trace(request, active)
                 get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]]
                 get_response = self.get_response
                 response: HttpResponseBase = await get_response(request)
@@ -91,6 +94,12 @@ class WoveMiddleware:
             if value:
                 existing = response.get("Server-Timing")
                 response["Server-Timing"] = f"{existing}, {value}" if existing else value
+
+
+def _name_trace(request: HttpRequest, active: ActiveRequest | None) -> None:
+    """``request.wove_trace_id``: the id the trace will have in the store (and in the trace
+    pages' URLs), for a view that links to its own trace; None when not recording."""
+    request.wove_trace_id = None if active is None else active.id  # type: ignore[attr-defined]
 
 
 def _recording(

@@ -1,4 +1,5 @@
-"""A django-debug-toolbar panel: the request's weaves as a waterfall, next to its SQL.
+"""A django-debug-toolbar panel: the request's weaves as a waterfall, each task's SQL
+statements below it (the toolbar's SQL panel sees only the request thread's).
 
 Settings (django-debug-toolbar 6 or later)::
 
@@ -176,8 +177,8 @@ def _pool_queries_note(trace: RequestTrace) -> str:
         return ""
     return (
         f"<p>{plural(count, 'SQL query', 'SQL queries')} ({_ms(ms)}) ran in tasks on Wove's "
-        "worker threads; the SQL panel lists only the request thread's. Hover over a bar "
-        "for a task's queries.</p>"
+        "worker threads; the SQL panel lists only the request thread's. Each task's "
+        "statements are listed below the waterfall.</p>"
     )
 
 

@@ -46,9 +46,8 @@ def trace_detail(request: HttpRequest, trace_id: str) -> HttpResponse:
     if trace is None:
         raise Http404(f"no trace {trace_id!r}: it was never stored, or newer ones replaced it")
     base = reverse("wove:trace_list")
-    return HttpResponse(
-        waterfall_html([trace], title=f"{trace.method} {trace.path}", base_url=base)
-    )
+    title = f"{trace.method} {trace.path}"
+    return HttpResponse(waterfall_html([trace], title=title, base_url=base, back_link=True))
 
 
 @_allowed

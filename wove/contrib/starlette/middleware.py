@@ -11,7 +11,8 @@ each HTTP request it:
   before the body, so it is built from the trace so far: for an ordinary response that
   is every weave the endpoint ran);
 - finishes the trace when the last body message goes out (or when the app returns),
-  files it in the bounded store and sets ``scope["wove.trace"]``;
+  files it in the bounded store and sets ``scope["wove.trace"]``; the trace's id is
+  ``scope["wove.trace_id"]`` from the start (its page: ``{trace_path}{id}/``);
 - then runs or starts the work ``detach()`` registered;
 - answers ``{trace_path}``, ``{trace_path}{id}/``, ``{trace_path}{id}.json`` and
   ``{trace_path}traces.json`` itself, for the requests ``trace_access`` allows (404
@@ -183,6 +184,8 @@ class WoveMiddleware:
             method, path, recorder if record else None, options.detach_mode
         )
         active = recorder.begin(method, path) if record else None
+        if active is not None:  # for a page that links to its own trace
+            scope["wove.trace_id"] = active.id
         timing = options.server_timing
         if timing is None:
             timing = _debug(app)

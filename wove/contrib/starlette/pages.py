@@ -64,7 +64,8 @@ def _page(recorder: RequestRecorder, rest: str, base: str) -> Response:
                 f"no trace {trace_id!r}: it was never stored, or newer ones replaced it"
             )
         title = f"{trace.method} {trace.path}"
-        return HTMLResponse(waterfall_html([trace], title=title, base_url=base), headers=_NO_CACHE)
+        page = waterfall_html([trace], title=title, base_url=base, back_link=True)
+        return HTMLResponse(page, headers=_NO_CACHE)
     return _not_found("no such page")
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import os
+import sys
 import threading
 import warnings
 from collections.abc import Callable, Mapping
@@ -32,12 +34,34 @@ FORK = "fork"  # a detached child process that reports back
 CORE_MODES = (BACKGROUND, FORK)
 
 
+# Frames in these files are the adapters' and this core's, never the user's call site.
+_CONTRIB_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def call_site() -> str:
+    """``file:line`` of the nearest caller outside ``wove/contrib``: the user's
+    ``detach()`` call (or the ``@detach`` line above the decorated function)."""
+    frame = sys._getframe(1)
+    while frame.f_back is not None and _in_contrib(frame.f_code.co_filename):
+        frame = frame.f_back
+    return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+
+
+def _in_contrib(filename: str) -> bool:
+    if not os.path.isabs(filename):
+        filename = os.path.abspath(filename)
+    return filename.startswith(_CONTRIB_DIR)
+
+
 @dataclass(frozen=True, slots=True)
 class DetachedWork:
     function: Callable[..., Any]
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     mode: str
+    #: ``file:line`` of the user's ``detach()``: the origin of the weave that runs it, so
+    #: traces and logs point there rather than into wove/contrib.
+    origin: str = ""
 
     @property
     def name(self) -> str:
@@ -198,7 +222,7 @@ class Detacher:
                 f"detach({function.__name__}, ...) runs a Weave class with keyword data "
                 "only; pass its inputs as keywords"
             )
-        pending.add(DetachedWork(function, args, kwargs, chosen))
+        pending.add(DetachedWork(function, args, kwargs, chosen, call_site()))
         return function
 
 
@@ -220,7 +244,8 @@ async def run_all(pending: PendingWork) -> None:
         try:
             if item.mode == BACKGROUND:
                 label = pending.label(item)
-                await run_here(item.function, item.args, item.kwargs, label, pending.begin(label))
+                active = pending.begin(label)
+                await run_here(item.function, item.args, item.kwargs, label, active, item.origin)
             else:
                 _start_one(pending, item, _STARTERS[item.mode])
         except Exception:  # pending.begin() failed: nothing was started
@@ -245,11 +270,11 @@ def _start_one(pending: PendingWork, item: DetachedWork, start: Starter) -> None
 
 
 def _start_background(item: DetachedWork, label: str, active: ActiveRequest | None) -> None:
-    start_background(item.function, item.args, item.kwargs, label, active)
+    start_background(item.function, item.args, item.kwargs, label, active, item.origin)
 
 
 def _start_fork(item: DetachedWork, label: str, active: ActiveRequest | None) -> None:
-    run_forked(item.function, item.args, item.kwargs, label, active)
+    run_forked(item.function, item.args, item.kwargs, label, active, item.origin)
 
 
 _STARTERS: dict[str, Starter] = {BACKGROUND: _start_background, FORK: _start_fork}

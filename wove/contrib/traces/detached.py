@@ -6,6 +6,7 @@ child that reports back. :mod:`.after_response` decides what runs and when.
 from __future__ import annotations
 
 import contextlib
+import functools
 import keyword
 import logging
 import traceback
@@ -13,7 +14,7 @@ from collections.abc import Callable, Mapping
 from types import CodeType, FunctionType
 from typing import Any, TypeGuard
 
-from wove import Weave, WoveResult, collecting, weave
+from wove import Weave, WeaveBlock, WoveResult, collecting, weave
 from wove.lowlevel import RESERVED_NAMES, is_async_callable
 
 from .forked import fork_reports, send_report
@@ -58,17 +59,52 @@ def detached_task(
     return FunctionType(code, wrapper.__globals__, name, None, wrapper.__closure__)
 
 
+def _weave_here(*args: Any, **kwargs: Any) -> WeaveBlock:
+    return weave(*args, **kwargs)
+
+
+# The weave() call's line in _weave_here, less the line its code starts at.
+_OFFSET = max(line for *_, line in _weave_here.__code__.co_lines() if line is not None) - (
+    _weave_here.__code__.co_firstlineno
+)
+
+
+@functools.lru_cache(maxsize=512)
+def weave_at(origin: str) -> Callable[..., WeaveBlock]:
+    """``weave`` as if called at ``origin`` (``file:line``, the user's ``detach()``).
+
+    ``weave()`` names its weave after the line that calls it: from here that would be this
+    file, so every detached weave's trace rows, log messages and spans would point into
+    wove/contrib. Instead it is called from a copy of :func:`_weave_here` whose code says
+    it is in the user's file, its call on the user's line (nothing else of it changes).
+    """
+    filename, _, line = origin.rpartition(":")
+    if not filename or not line.isdigit() or int(line) <= _OFFSET:
+        return weave
+    code = _weave_here.__code__.replace(
+        co_filename=filename,
+        co_firstlineno=int(line) - _OFFSET,
+        co_name="<detached work>",
+        co_qualname="<detached work>",
+    )
+    caller: Callable[..., WeaveBlock] = FunctionType(code, _weave_here.__globals__)
+    return caller
+
+
 def run_forked(
     function: Callable[..., Any],
     args: tuple[Any, ...],
     kwargs: Mapping[str, Any],
     label: str,
     recorded: ActiveRequest | None,
+    origin: str = "",
 ) -> None:
     """Run ``function(*args, **kwargs)`` (or a Weave class with ``kwargs``) in a detached
     child process. The child sends its error (and, when ``recorded``, its trace) back to
     this process, which logs it and files the trace: even with recording off, a failure
-    reaches this process's log rather than the child's /dev/null."""
+    reaches this process's log rather than the child's /dev/null. ``origin``: the user's
+    ``detach()`` call (``file:line``), named as the weave's origin."""
+    start = weave_at(origin) if origin else weave
     active = recorded if recorded is not None else ActiveRequest(DETACHED, label, None, False)
     reports = fork_reports()
     address = reports.expect(active)
@@ -82,10 +118,10 @@ def run_forked(
     try:
         with collecting(active.collect) if recorded is not None else contextlib.nullcontext():
             if is_template(function):
-                with weave(function, background=True, fork=True, on_done=on_done, **kwargs):
+                with start(function, background=True, fork=True, on_done=on_done, **kwargs):
                     pass
             else:
-                with weave(background=True, fork=True, on_done=on_done) as w:
+                with start(background=True, fork=True, on_done=on_done) as w:
                     w.do(detached_task(function, args, kwargs))
     except Exception as exc:
         reports.abandon(active, describe(exc))
@@ -98,10 +134,12 @@ def start_background(
     kwargs: Mapping[str, Any],
     label: str,
     active: ActiveRequest | None,
+    origin: str = "",
 ) -> None:
     """Start the work as a background weave in this process and return at once: for an
     adapter that starts it on the server's own thread (Django's ``response.close()``),
     which must not wait for it. Its end (and error) is logged and traced in ``on_done``."""
+    start = weave_at(origin) if origin else weave
 
     def on_done(result: WoveResult) -> None:
         error = result.exception
@@ -112,10 +150,10 @@ def start_background(
 
     with collecting(active.collect) if active is not None else contextlib.nullcontext():
         if is_template(function):
-            with weave(function, background=True, on_done=on_done, **kwargs):
+            with start(function, background=True, on_done=on_done, **kwargs):
                 pass
         else:
-            with weave(background=True, on_done=on_done) as w:
+            with start(background=True, on_done=on_done) as w:
                 w.do(detached_task(function, args, kwargs))
 
 
@@ -125,18 +163,20 @@ async def run_here(
     kwargs: Mapping[str, Any],
     label: str,
     active: ActiveRequest | None,
+    origin: str = "",
 ) -> None:
     """Run the work to its end in the calling task, as a Starlette background task runs
     (so the ASGI server, and the lifespan's shutdown, wait for it). A failure is logged
     and traced, not raised; a cancellation is traced, then raised."""
+    start = weave_at(origin) if origin else weave
     error: BaseException | None = None
     try:
         with collecting(active.collect) if active is not None else contextlib.nullcontext():
             if is_template(function):
-                async with weave(function, **kwargs):
+                async with start(function, **kwargs):
                     pass
             else:
-                async with weave() as w:
+                async with start() as w:
                     w.do(detached_task(function, args, kwargs))
     except Exception as exc:
         error = exc

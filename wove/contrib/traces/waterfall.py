@@ -12,6 +12,10 @@ a task goes through ``html.escape``.
 Layout: one row per task of each weave run, grouped under a row for the weave run. A
 mapped task keeps its one row, with one thin line per item, so a fan-out reads as a
 block rather than pushing everything else off screen. Retries share their item's line.
+A task that never started (its weave failed first) is a zero-length "cancelled" record:
+a marker where the run ended. Under each request: its failed and cancelled attempts,
+then the SQL statements each task ran (when an integration annotated them, see
+:mod:`.statements`), as ``<details>`` that need no script.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from html import escape
 from wove import TraceRecord
 
 from .request import DETACHED, RequestTrace
+from .statements import SQL, SQL_OMITTED, omitted, statements
 from .text import safe_text
 
 _STATUSES = ("ok", "error", "timeout", "cancelled")
@@ -36,18 +41,24 @@ SCOPE_CLASS = "wove-waterfall"
 
 
 def waterfall_html(
-    traces: Iterable[RequestTrace], *, title: str = "Wove traces", base_url: str = ""
+    traces: Iterable[RequestTrace],
+    *,
+    title: str = "Wove traces",
+    base_url: str = "",
+    back_link: bool = False,
 ) -> str:
     """The page for ``traces`` (in the order given; a store's ``recent()`` is newest first).
 
-    ``base_url`` is where the adapter serves the page; when given, each request also links
-    to its JSON at ``{base_url}{id}.json``, so adapters serve that route too.
+    ``base_url`` is where the adapter serves the list of requests; when given, each
+    request also links to its own page at ``{base_url}{id}/`` and its JSON at
+    ``{base_url}{id}.json``, so adapters serve those routes too. ``back_link``: the page
+    of one request, which then starts with a link back to the list at ``base_url``.
     """
     return (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{escape(title)}</title><style>{_PAGE_CSS}</style></head>\n<body>\n"
-        + waterfall_fragment(traces, base_url=base_url, title=title)
+        + waterfall_fragment(traces, base_url=base_url, title=title, back_link=back_link)
         + "\n</body></html>\n"
     )
 
@@ -58,6 +69,7 @@ def waterfall_fragment(
     base_url: str = "",
     title: str | None = None,
     within: str = "",
+    back_link: bool = False,
 ) -> str:
     """The same drawing as :func:`waterfall_html`, as one ``<div class="wove-waterfall">``
     with its ``<style>`` inside: no ``<html>``, ``<head>`` or ``<body>``.
@@ -65,16 +77,21 @@ def waterfall_fragment(
     ``title``: an ``<h1>`` above the legend. ``within``: a CSS selector of an element the
     fragment is placed in (``"#djDebug"``), put in front of every rule so that they also
     win over a host page's reset rules of higher specificity (a reset like
-    ``#djDebug div {height: auto}`` would otherwise flatten the bars).
+    ``#djDebug div {height: auto}`` would otherwise flatten the bars). ``back_link``: see
+    :func:`waterfall_html`. The SQL statements of each task are listed open when there is
+    one request, folded when there are several.
     """
     traces = list(traces)
     parts = [f"<style>{_scoped_css(within)}</style>"]
+    if back_link and base_url:
+        parts.append(f'<p class="nav"><a href="{escape(base_url)}">← All recent requests</a></p>')
     if title is not None:
         parts.append(f"<h1>{escape(title)}</h1>")
     parts.append(_legend())
     if traces:
+        unfold = len(traces) == 1
         parts.append(_request_table(traces))
-        parts += [_section(trace, base_url) for trace in traces]
+        parts += [_section(trace, base_url, unfold) for trace in traces]
     else:
         parts.append('<p class="empty">No request has run a weave yet.</p>')
     return f'<div class="{SCOPE_CLASS}">\n' + "\n".join(parts) + "\n</div>"
@@ -88,6 +105,7 @@ def _legend() -> str:
         ("lane-remote status-ok", "remote task (worker)"),
     ]
     keys += [(f"lane-thread status-{s}", s) for s in _STATUSES[1:]]
+    keys.append(("lane-thread status-cancelled marker", "cancelled: never started, or at once"))
     items = "".join(
         f'<span class="key"><span class="bar {cls}"></span>{text}</span>' for cls, text in keys
     )
@@ -100,8 +118,10 @@ def _request_table(traces: list[RequestTrace]) -> str:
         "<tr><th>When</th><th>Method</th><th>Path</th><th>Status</th>"
         '<th class="num">Duration</th><th class="num">In weaves</th>'
         '<th class="num">Tasks</th>'
-        '<th class="num" title="attempts that did not succeed, retried ones included">Failed</th>'
-        "</tr>"
+        '<th class="num" title="attempts that failed or timed out, retried ones included">'
+        "Failed</th>"
+        '<th class="num" title="tasks stopped, or never started, because their weave failed">'
+        "Cancelled</th></tr>"
     )
     rows = [
         f'<tr class="{"failed" if _went_wrong(t) else "ok"}">'
@@ -109,21 +129,34 @@ def _request_table(traces: list[RequestTrace]) -> str:
         f'<td class="path"><a href="#req-{escape(t.id)}">{escape(t.path)}</a></td>'
         f"<td>{_status(t)}</td>"
         f'<td class="num">{_ms(t.duration)}</td><td class="num">{_ms(t.weave_time)}</td>'
-        f'<td class="num">{t.task_count}</td><td class="num">{len(t.failed) or ""}</td></tr>'
+        f'<td class="num">{t.task_count}</td><td class="num">{_count(t, failed=True)}</td>'
+        f'<td class="num">{_count(t, failed=False)}</td></tr>'
         for t in traces
     ]
     return f'<table class="requests"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
 
 
-def _section(trace: RequestTrace, base_url: str) -> str:
+def _count(trace: RequestTrace, *, failed: bool) -> str:
+    """Failed (error, timeout) or cancelled attempts; blank for none."""
+    number = sum((r.status == "cancelled") != failed for r in trace.failed)
+    return str(number) if number else ""
+
+
+def _section(trace: RequestTrace, base_url: str, unfold: bool) -> str:
     span = max(trace.span, 1e-9)
     step = _nice_step(span)
-    json_link = f' · <a href="{escape(base_url + trace.id)}.json">JSON</a>' if base_url else ""
+    links = ""
+    if base_url:
+        page = escape(f"{base_url}{trace.id}/")
+        links = (
+            f' · <a href="{page}">this request\'s page</a>'
+            f' · <a href="{escape(base_url + trace.id)}.json">JSON</a>'
+        )
     head = (
         f'<h2><span class="method">{escape(trace.method)}</span>{escape(trace.path)} '
         f'{_status(trace)} <span class="dur">{_ms(trace.duration)}</span></h2>'
         f'<p class="meta">{_when(trace)} · id {escape(trace.id)} · '
-        f"{_ms(trace.weave_time)} in weaves · {trace.task_count} tasks{json_link}</p>"
+        f"{_ms(trace.weave_time)} in weaves · {plural(trace.task_count, 'task')}{links}</p>"
     )
     if trace.error:
         head += f'<p class="request-error">{escape(trace.error)}</p>'
@@ -135,7 +168,7 @@ def _section(trace: RequestTrace, base_url: str) -> str:
     return (
         f'<section class="request" id="req-{escape(trace.id)}">{head}'
         f'<div class="waterfall" style="--tick:{step / span * 100:.4f}%">{"".join(rows)}</div>'
-        f"{_errors(trace)}</section>"
+        f"{_errors(trace)}{_sql(trace, unfold)}</section>"
     )
 
 
@@ -181,11 +214,26 @@ def _row(kind: str, label: str, tooltip: str, track: str) -> str:
 
 def _bar(trace: RequestTrace, record: TraceRecord, span: float) -> str:
     left, width = _geometry(trace.offset(record), record.duration, span)
-    classes = escape(f"bar lane-{record.lane} status-{record.status}")
+    classes = f"bar lane-{record.lane} status-{record.status}"
+    style = f"left:{left:.3f}%;width:{width:.3f}%"
+    if record.status == "cancelled" and width < _MARKER_BELOW:
+        # Too short to see (or no length at all: a task that never started): a marker
+        # at the moment it was cancelled.
+        left = _geometry(trace.end_offset(record), 0.0, span)[0]
+        classes, style = f"{classes} marker", f"left:{left:.3f}%"
     return (
-        f'<span class="{classes}" style="left:{left:.3f}%;width:{width:.3f}%" '
+        f'<span class="{escape(classes)}" style="{style}" '
         f'title="{escape(_tooltip(trace, record))}"></span>'
     )
+
+
+_MARKER_BELOW = 0.5  # percent of the time axis
+
+
+def _never_started(record: TraceRecord) -> bool:
+    """A record the engine makes for a task its failed weave never started: cancelled,
+    zero length, on no thread."""
+    return record.status == "cancelled" and record.end <= record.start and not record.thread
 
 
 def _span_bar(offset: float, duration: float, span: float) -> str:
@@ -199,28 +247,98 @@ def _geometry(offset: float, duration: float, span: float) -> tuple[float, float
     return left, min(max(duration / span * 100, 0.0), 100.0 - left)
 
 
+def _name(record: TraceRecord) -> str:
+    return record.task if record.index is None else f"{record.task}[{record.index}]"
+
+
 def _tooltip(trace: RequestTrace, record: TraceRecord) -> str:
-    name = record.task if record.index is None else f"{record.task}[{record.index}]"
-    lines = [
-        f"{name} · attempt {record.attempt + 1} · {record.status}",
-        f"{record.lane} lane · {record.thread}",
-        f"{_ms(trace.offset(record))} → {_ms(trace.end_offset(record))} ({_ms(record.duration)})",
-    ]
+    if _never_started(record):
+        lines = [
+            f"{_name(record)} · cancelled: never started",
+            f"{record.lane} lane",
+            f"at {_ms(trace.offset(record))}, when its weave ended",
+        ]
+    else:
+        lines = [
+            f"{_name(record)} · attempt {record.attempt + 1} · {record.status}",
+            f"{record.lane} lane · {record.thread}",
+            f"{_ms(trace.offset(record))} → {_ms(trace.end_offset(record))} "
+            f"({_ms(record.duration)})",
+        ]
     if record.error:
         lines.append(record.error)
     extra = getattr(record, "extra", {})  # TraceRecord gained `extra` late
-    lines += [f"{safe_text(key)} = {safe_text(value)}" for key, value in extra.items()]
+    listed = statements(extra)
+    for key, value in extra.items():
+        if key == SQL and listed:  # listed under the waterfall
+            lines.append(f"SQL: {plural(len(listed), 'statement')} listed below the waterfall")
+        elif key != SQL_OMITTED or not isinstance(value, int):
+            lines.append(f"{safe_text(key)} = {safe_text(value)}")
     return "\n".join(lines)
 
 
 def _errors(trace: RequestTrace) -> str:
     items = "".join(
         f'<li><span class="tag status-{escape(r.status)}">{escape(r.status)}</span>'
-        f"<code>{escape(r.task)}{'' if r.index is None else f'[{r.index}]'}</code>"
-        f" attempt {r.attempt + 1}: {escape((r.error or r.status).removesuffix(': '))}</li>"
+        f"<code>{escape(_name(r))}</code> {escape(_what_happened(r))}</li>"
         for r in trace.failed
     )
     return f'<ul class="errors">{items}</ul>' if items else ""
+
+
+def _what_happened(record: TraceRecord) -> str:
+    error = (record.error or "").removesuffix(": ")
+    if record.status == "cancelled":
+        reason = error.removeprefix("CancelledError").removeprefix(": ")
+        if _never_started(record):
+            return reason or "not started: its weave failed"
+        return f"attempt {record.attempt + 1}: cancelled" + (f" ({reason})" if reason else "")
+    return f"attempt {record.attempt + 1}: {error or record.status}"
+
+
+def _sql(trace: RequestTrace, unfold: bool) -> str:
+    """Each task attempt's SQL statements, in the order they ran, under its name."""
+    blocks = []
+    for record in trace.records:
+        extra = getattr(record, "extra", {})
+        kept, more = statements(extra), omitted(extra)
+        if not kept and not more:
+            continue
+        total = len(kept) + more
+        queries = extra.get("queries")
+        if isinstance(queries, int) and not isinstance(queries, bool) and queries > total:
+            total = queries
+        query_ms = extra.get("query_ms")
+        if isinstance(query_ms, int | float) and not isinstance(query_ms, bool):
+            seconds = query_ms / 1000
+        else:
+            seconds = sum(s.ms for s in kept) / 1000
+        name = _name(record)
+        if record.attempt:
+            name += f" (attempt {record.attempt + 1})"
+        items = "".join(
+            f'<li><span class="sql-ms">{_ms(s.ms / 1000)}</span>'
+            f'<code class="sql-text">{escape(s.sql)}</code>'
+            + ("" if s.params is None else f'<code class="sql-params">{escape(s.params)}</code>')
+            + "</li>"
+            for s in kept
+        )
+        note = ""
+        if more:
+            counted = f"and {plural(more, 'more statement')}" if kept else plural(more, "statement")
+            note = (
+                f'<p class="sql-more">{counted}, counted but not listed (over the limit per '
+                "task attempt)</p>"
+            )
+        listing = f'<ol class="sql-list">{items}</ol>' if items else ""
+        blocks.append(
+            f'<details class="sql-task"{" open" if unfold else ""}><summary><code>'
+            f"{escape(name)}</code> · {plural(total, 'statement')} · {_ms(seconds)}</summary>"
+            f"{listing}{note}</details>"
+        )
+    if not blocks:
+        return ""
+    return f'<div class="sql"><h3>SQL by task</h3>{"".join(blocks)}</div>'
 
 
 def _by_weave(runs: list[tuple[TraceRecord, ...]]) -> list[list[tuple[TraceRecord, ...]]]:
@@ -295,6 +413,7 @@ text-align:left}
 h1{font-size:1.4rem;margin:0 0 .75rem;font-weight:700}
 h2{font-size:1.1rem;margin:0;word-break:break-all;font-weight:700}
 code,.label{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:12.5px}
+code{display:inline}
 a{color:#1d4ed8}
 .meta{color:var(--muted);margin:.2rem 0 0}
 .empty{color:var(--muted);margin:1rem 0}
@@ -352,6 +471,20 @@ white-space:nowrap}
 color:#fff;background:var(--error)}
 .tag.status-timeout{background:var(--timeout)}
 .tag.status-cancelled{background:#6b7280}
+.bar.marker{width:10px;min-width:0;margin-left:-5px;border-radius:2px;
+background:var(--cancelled);border:2px solid #4b5563;box-shadow:none}
+.legend .bar.marker{width:10px;margin-left:0}
+.nav{margin:0 0 .5rem}
+h3{font-size:1rem;margin:.9rem 0 .3rem;font-weight:600}
+.sql-task{margin:.2rem 0;border:1px solid var(--grid);border-radius:4px;padding:.2rem .5rem}
+.sql-task summary{cursor:pointer;color:#374151;display:list-item}
+.sql-list{margin:.3rem 0 .2rem;padding-left:2rem}
+.sql-list li{padding:.15rem 0;border-top:1px solid #f3f4f6}
+.sql-ms{display:inline-block;min-width:5.5rem;color:var(--muted);font-variant-numeric:tabular-nums}
+.sql-text{white-space:pre-wrap;word-break:break-word}
+.sql-params{display:block;margin-left:5.5rem;color:var(--muted);white-space:pre-wrap;
+word-break:break-word}
+.sql-more{margin:.2rem 0;color:var(--muted)}
 """
 )
 

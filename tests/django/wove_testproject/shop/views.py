@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 
@@ -149,3 +150,36 @@ def in_atomic(request: HttpRequest) -> JsonResponse:
 async def detach_then_raise_async(request: HttpRequest) -> HttpResponse:
     detach(_write_marker, request.GET["marker"], 0.0)
     raise RuntimeError("the async view failed after detaching")
+
+
+def sql_and_cancelled(request: HttpRequest) -> JsonResponse:
+    """``n`` queries with a parameter in one task; then, with ``fail=1`` (the default),
+    another task fails: a sibling still running is cancelled and a dependent never starts.
+    The trace pages' tests and screenshot use it."""
+    count = int(request.GET.get("n", "3"))
+    with_failure = request.GET.get("fail", "1") == "1"
+    try:
+        with weave() as w:
+
+            @w.do
+            def lookups() -> list[int]:
+                return [Author.objects.filter(name=f"<b>{i}</b>").count() for i in range(count)]
+
+            @w.do
+            async def slow() -> None:
+                if with_failure:
+                    await asyncio.sleep(5)
+
+            @w.do
+            def fails(lookups: list[int]) -> None:
+                if with_failure:
+                    time.sleep(0.05)
+                    raise LookupError("failed on purpose")
+
+            @w.do
+            def never(fails: None) -> None:
+                pass
+
+    except LookupError:
+        return JsonResponse({"failed": True, "trace": request.wove_trace_id})  # type: ignore[attr-defined]
+    return JsonResponse({"failed": False, "trace": request.wove_trace_id})  # type: ignore[attr-defined]
