@@ -5,12 +5,15 @@ envelope, as the one argument of Wove's Celery task (``wove.run``, in
 :mod:`wove.contrib.celery.worker`), sent with Celery's JSON serializer. The worker
 stores a sealed reply as the task's result; the process's result waiter
 (:mod:`wove.contrib.celery.results`) hands it to the awaiting coroutine, which verifies
-it before unpickling anything.
+it before unpickling anything. Each call is sent in the calling task's context, with the
+caller's trace context in the envelope and the user's task as Celery's ``shadow`` name
+(:mod:`wove.contrib.celery.tracing`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import importlib
 import logging
 from collections.abc import Mapping, Sequence
@@ -26,6 +29,7 @@ from . import capture, replies
 from .envelope import EnvelopeError, Keyring, open_envelope, seal
 from .results import backend_name, waiter_for
 from .sending import send_soon
+from .tracing import call_name, trace_context, weave_name
 
 logger: Final = logging.getLogger("wove")
 
@@ -115,7 +119,11 @@ class CeleryEnv:
             what=f"the envelope for task {call.task!r}",
             parts=lambda: capture.function_parts(call.function, call.kwargs),
         )
-        envelope = seal(self.keyring, CALL, task_id, body)
+        envelope = seal(self.keyring, CALL, task_id, body, trace=trace_context())
+        name = call_name(call.function, call.task)
+        # The task's context (its span, every contextvar), where anything that observes
+        # publishing (Celery's signals, its OpenTelemetry instrumentation) sees it.
+        context = contextvars.copy_context()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[tuple[str, Any, str | None]] = loop.create_future()
 
@@ -130,17 +138,19 @@ class CeleryEnv:
 
         def send() -> None:  # on the sending thread: the loop never waits for the broker
             try:
-                self._send(app, task_id, envelope, call.env, expires=call.timeout)
+                self._send(app, task_id, envelope, call.env, call.timeout, name)
             except Exception as error:
                 waiter.drop(task_id)
                 deliver(UNSENT, error, None)
 
-        send_soon(send)
+        send_soon(lambda: context.run(send))
         try:
             state, value, traceback = await future
         except asyncio.CancelledError:  # the weave failed, or the task timed out
             waiter.drop(task_id)
-            send_soon(lambda: self._revoke(app, task_id))  # after its send, in order
+            # After its send, in order (and in the same context: the same thread runs
+            # both, one after the other, so the context is never entered twice at once).
+            send_soon(lambda: context.run(self._revoke, app, task_id))
             raise
         return self._outcome(call.task, task_id, state, value, traceback)
 
@@ -152,15 +162,24 @@ class CeleryEnv:
             what=f"the envelope for the weave at {weave.origin}",
             parts=lambda: _weave_parts(weave),
         )
-        envelope = seal(self.keyring, WEAVE, task_id, body)
-        self._send(self.app, task_id, envelope, weave.env, expires=None)
+        envelope = seal(self.keyring, WEAVE, task_id, body, trace=trace_context())
+        self._send(self.app, task_id, envelope, weave.env, None, weave_name(weave.origin))
         return task_id
 
     def _send(
-        self, app: Celery, task_id: str, envelope: object, env: str, expires: float | None
+        self,
+        app: Celery,
+        task_id: str,
+        envelope: object,
+        env: str,
+        expires: float | None,
+        name: str,
     ) -> None:
         app.send_task(
             TASK_NAME,
+            # What monitoring shows (events, Flower, `celery inspect`, the worker's log);
+            # the worker still runs wove.run.
+            shadow=name,
             args=[envelope],
             kwargs={"env": env},
             task_id=task_id,

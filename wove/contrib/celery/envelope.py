@@ -8,8 +8,13 @@ decide whether to trust it before unpickling anything::
     {"wove": 1, "kind": "call", "kid": "3f9a0c1d2e4b", "iat": 1718000000.123456,
      "mid": "<message id>", "body": "<base64>", "mac": "<hex HMAC-SHA256>"}
 
+and, optionally, ``"trace": {"traceparent": "00-...", ...}``: a small mapping of strings
+(the sender's trace context, as OpenTelemetry propagates it), signed with the rest.
+
 The MAC is HMAC-SHA256, keyed by the secret whose id is ``kid``, over the version, kind,
-key id, issue time, message id and the SHA-256 of the body, one per line. A
+key id, issue time, message id and the SHA-256 of the body, one per line, and, when the
+envelope has a ``trace``, one more line: ``trace `` and the mapping as canonical JSON
+(sorted keys, no spaces, ASCII). An envelope without one is signed as before. A
 :class:`Keyring` holds the shared secrets: the first one signs, all of them verify, so a
 key is rotated by putting the new secret first and keeping the old one after it until
 every message signed with it has drained.
@@ -23,11 +28,12 @@ import base64
 import binascii
 import hashlib
 import hmac
+import json
 import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Final, Literal, cast
 
 from wove import InvalidOptionError, WoveError
 
@@ -44,7 +50,15 @@ MIN_SECRET_BYTES: Final = 32
 _MAKE_SECRET: Final = 'python -c "import secrets; print(secrets.token_urlsafe(48))"'
 _KEY_ID_MESSAGE: Final = b"wove key id"
 _FIELDS: Final = frozenset({"wove", "kind", "kid", "iat", "mid", "body", "mac"})
-_FIELD_LIST: Final = ", ".join(sorted(_FIELDS))
+#: The optional field: the sender's trace context.
+TRACE: Final = "trace"
+_TRACED_FIELDS: Final = _FIELDS | {TRACE}
+_FIELD_LIST: Final = ", ".join(sorted(_FIELDS)) + f" (and optionally {TRACE})"
+#: The most entries, and the most characters of its canonical JSON, a trace context may
+#: have (W3C: a ``traceparent`` is 55 characters, a ``tracestate`` at most 512, a
+#: ``baggage`` at most 8192 bytes).
+MAX_TRACE_ENTRIES: Final = 16
+MAX_TRACE_CHARS: Final = 10_000
 #: Beyond this an issue time is nonsense (year ~33658); also keeps ``float()`` of a
 #: huge JSON integer from overflowing.
 _MAX_TIME: Final = 1e12
@@ -215,33 +229,89 @@ def _check_secret_length(secret: bytes, what: str) -> None:
         )
 
 
-def _mac(secret: bytes, kind: str, kid: str, iat: float, mid: str, body: bytes) -> str:
+def trace_json(trace: Mapping[str, str]) -> str:
+    """The canonical JSON of a trace context, as the MAC covers it."""
+    return json.dumps(dict(trace), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def trace_problem(trace: object) -> str | None:
+    """What is wrong with ``trace`` as an envelope's trace context, or None: it must be a
+    dict of at most :data:`MAX_TRACE_ENTRIES` ``str`` -> ``str`` entries whose canonical
+    JSON is at most :data:`MAX_TRACE_CHARS` characters."""
+    if type(trace) is not dict:
+        return f"field 'trace' must be an object, got {type(trace).__name__}"
+    if len(trace) > MAX_TRACE_ENTRIES:
+        return f"field 'trace' has {len(trace)} entries, more than {MAX_TRACE_ENTRIES}"
+    for key, value in trace.items():
+        if not (isinstance(key, str) and isinstance(value, str)):
+            return f"field 'trace' must map strings to strings, got {_show(key)}: {_show(value)}"
+    size = len(trace_json(trace))
+    if size > MAX_TRACE_CHARS:
+        return f"field 'trace' is {size} characters of JSON, more than {MAX_TRACE_CHARS}"
+    return None
+
+
+def _mac(
+    secret: bytes,
+    kind: str,
+    kid: str,
+    iat: float,
+    mid: str,
+    body: bytes,
+    trace: Mapping[str, str] | None = None,
+) -> str:
     signed = f"{VERSION}\n{kind}\n{kid}\n{iat:.6f}\n{mid}\n{hashlib.sha256(body).hexdigest()}"
+    if trace is not None:  # ASCII JSON has no line break: this line is always the last
+        signed += f"\ntrace {trace_json(trace)}"
     # surrogatepass: a message id with a lone surrogate survives JSON and must not crash.
     return hmac.digest(secret, signed.encode("utf-8", "surrogatepass"), "sha256").hex()
 
 
 def seal(
-    keyring: Keyring, kind: str, message_id: str, body: bytes, *, now: float | None = None
+    keyring: Keyring,
+    kind: str,
+    message_id: str,
+    body: bytes,
+    *,
+    now: float | None = None,
+    trace: Mapping[str, str] | None = None,
 ) -> dict[str, object]:
     """Wrap ``body`` in an envelope signed with the keyring's first key.
 
     ``kind`` says what the body is for (the Celery integration uses ``"call"``,
     ``"reply"`` and ``"weave"``); :func:`open_envelope` refuses an envelope of another
     kind than it expects. ``message_id`` binds the envelope to one message. ``now``
-    overrides the issue time (``time.time()``). The result survives a JSON round trip.
+    overrides the issue time (``time.time()``). ``trace``: the sender's trace context
+    (see :func:`trace_problem` for its limits; ``ValueError`` beyond them), carried in
+    the envelope and signed with it; None or empty: no ``trace`` field. The result
+    survives a JSON round trip.
     """
     kid, secret = keyring.keys[0]
     iat = time.time() if now is None else float(now)
-    return {
+    envelope: dict[str, object] = {
         "wove": VERSION,
         "kind": kind,
         "kid": kid,
         "iat": iat,
         "mid": message_id,
         "body": base64.b64encode(body).decode("ascii"),
-        "mac": _mac(secret, kind, kid, iat, message_id, body),
     }
+    if trace:
+        trace = dict(trace)
+        problem = trace_problem(trace)
+        if problem is not None:
+            raise ValueError(f"cannot seal this trace context: {problem}")
+        envelope[TRACE] = trace
+        envelope["mac"] = _mac(secret, kind, kid, iat, message_id, body, trace)
+    else:
+        envelope["mac"] = _mac(secret, kind, kid, iat, message_id, body)
+    return envelope
+
+
+def envelope_trace(envelope: Mapping[str, object]) -> dict[str, str] | None:
+    """The trace context of an envelope :func:`open_envelope` accepted, or None."""
+    trace = envelope.get(TRACE)
+    return trace if type(trace) is dict else None
 
 
 def open_envelope(
@@ -256,7 +326,8 @@ def open_envelope(
     """Verify ``envelope`` and return its body; raise :class:`EnvelopeError` otherwise.
 
     The checks run in this order, and the body is returned only if all pass: the shape
-    (a dict with exactly the seven fields, each of its type: ``"malformed"``), the
+    (a dict with exactly the seven fields, or those and ``trace``, each of its type and
+    within its limits: ``"malformed"``), the
     version (``"version"``), the kind equals ``kind`` (``"kind"``), the key id is in the
     keyring (``"unknown-key"``), the body is valid base64 (``"malformed"``), the MAC
     (``"signature"``, compared in constant time), the issue time is not more than
@@ -267,9 +338,10 @@ def open_envelope(
     """
     if type(envelope) is not dict:
         raise _malformed(kind, f"got {type(envelope).__name__} instead of a JSON object")
-    if envelope.keys() != _FIELDS:
+    keys = envelope.keys()
+    if keys != _FIELDS and keys != _TRACED_FIELDS:
         missing = ", ".join(sorted(name for name in _FIELDS if name not in envelope)) or "none"
-        unexpected = ", ".join(sorted(_show(key) for key in envelope if key not in _FIELDS))
+        unexpected = ", ".join(sorted(_show(key) for key in envelope if key not in _TRACED_FIELDS))
         unexpected = unexpected or "none"
         raise _malformed(kind, f"missing fields: {missing}; unexpected fields: {unexpected}")
     version = envelope["wove"]
@@ -292,6 +364,12 @@ def open_envelope(
         raise _malformed(kind, f"field 'iat' must be a number, got {type(iat).__name__}")
     if not mac.isascii():
         raise _malformed(kind, "field 'mac' must be a hexadecimal string")
+    trace: dict[str, str] | None = None
+    if TRACE in envelope:
+        problem = trace_problem(envelope[TRACE])
+        if problem is not None:
+            raise _malformed(kind, problem)
+        trace = cast(dict[str, str], envelope[TRACE])
 
     if version != VERSION:
         raise EnvelopeError(
@@ -320,7 +398,7 @@ def open_envelope(
         body = base64.b64decode(body_text, validate=True)
     except (binascii.Error, ValueError):
         raise _malformed(kind, "field 'body' is not valid base64") from None
-    if not hmac.compare_digest(_mac(secret, got_kind, kid, iat, mid, body), mac):
+    if not hmac.compare_digest(_mac(secret, got_kind, kid, iat, mid, body, trace), mac):
         raise EnvelopeError(
             "signature",
             f"expected a valid signature by key id {kid!r}, but the signature does not "

@@ -6,7 +6,9 @@ autodiscovery). It takes one argument, a signed envelope, and verifies it before
 anything is unpickled: a forged, tampered or expired envelope is refused, logged and
 never run. A call's envelope holds a task's function and arguments; the task runs
 here and its sealed reply (value or exception) is stored as the Celery result. A weave's
-envelope holds a whole detached weave, which runs here, ``on_done`` included.
+envelope holds a whole detached weave, which runs here, ``on_done`` included. The
+sender's trace context, when the envelope carries one, is the parent of the task's span
+here (see :mod:`wove.contrib.celery.tracing`).
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ from wove.lowlevel import get_env
 
 from . import capture, replies
 from .env import CALL, REPLY, TASK_NAME, WEAVE, CeleryEnv
-from .envelope import EnvelopeError, open_envelope, seal
+from .envelope import EnvelopeError, envelope_trace, open_envelope, seal
 from .results import json_backend
+from .tracing import task_span, weave_context
 
 logger: Final = logging.getLogger("wove")
 
@@ -41,32 +44,38 @@ def _run(self: Task, envelope: Any, env: str | None = None) -> None:
     backend = json_backend(self.app) if self.app.conf.result_backend else None
     if backend is not None:
         _claim(backend, remote, task_id, self.request)
+    carrier = envelope_trace(envelope)  # verified with the rest: signed by the sender
     if kind == WEAVE:
         run, origin = cast(tuple[Any, str], capture.loads(body))
         logger.info("wove: running the detached weave at %s (Celery task %s)", origin, task_id)
-        status = run()  # logs its own failure, calls on_done
+        with weave_context(carrier, task_id):  # the weave's span joins the caller's trace
+            status = run()  # logs its own failure, calls on_done
         reply = replies.ok_body("the detached weave", status, _info(self), remote.max_payload)
         _store(backend, remote, task_id, reply, self.request)
         return
     function, kwargs, task, origin = cast(tuple[Any, dict[str, Any], str, str], capture.loads(body))
     info = _info(self)
-    start = time.perf_counter()
-    try:
-        value = function(**kwargs)
-        if inspect.isawaitable(value):
-            value = asyncio.run(_awaited(value))
-    # SystemExit and KeyboardInterrupt raised by the task's code are its errors, as for a
-    # local task; they must not end the worker's process. One raised because the pool
-    # process is being terminated (a revoke with terminate=True) goes on up.
-    except (Exception, SystemExit, KeyboardInterrupt) as error:
-        if not isinstance(error, Exception) and terminate_handler_fired():
-            raise
-        info["seconds"] = time.perf_counter() - start
-        source = origin.rpartition(":")[0]
-        reply = replies.error_body(error, info, remote.max_payload, source)
-    else:
-        info["seconds"] = time.perf_counter() - start
-        reply = replies.ok_body(task, value, info, remote.max_payload)
+    # The caller's span's child (a no-op without a trace context or OpenTelemetry),
+    # current while the task runs: the spans its code opens nest under it.
+    with task_span(task, carrier, origin, task_id) as span:
+        start = time.perf_counter()
+        try:
+            value = function(**kwargs)
+            if inspect.isawaitable(value):
+                value = asyncio.run(_awaited(value))
+        # SystemExit and KeyboardInterrupt raised by the task's code are its errors, as
+        # for a local task; they must not end the worker's process. One raised because
+        # the pool process is being terminated (a revoke with terminate=True) goes on up.
+        except (Exception, SystemExit, KeyboardInterrupt) as error:
+            if not isinstance(error, Exception) and terminate_handler_fired():
+                raise
+            info["seconds"] = time.perf_counter() - start
+            span.failed(error)
+            source = origin.rpartition(":")[0]
+            reply = replies.error_body(error, info, remote.max_payload, source)
+        else:
+            info["seconds"] = time.perf_counter() - start
+            reply = replies.ok_body(task, value, info, remote.max_payload)
     _store(backend, remote, task_id, reply, self.request)
 
 

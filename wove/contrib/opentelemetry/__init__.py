@@ -22,6 +22,8 @@ from opentelemetry import trace
 from wove import __version__
 from wove.lowlevel import add_instrument
 
+from . import remote
+from .remote import RemoteSpan
 from .spans import SpanInstrument
 
 if TYPE_CHECKING:
@@ -32,7 +34,7 @@ else:
     except ImportError:  # only opentelemetry-api: the same surface
         from .base import MinimalInstrumentor as _Base
 
-__all__ = ["WoveInstrumentor"]
+__all__ = ["RemoteSpan", "WoveInstrumentor"]
 
 
 class WoveInstrumentor(_Base):
@@ -50,8 +52,10 @@ class WoveInstrumentor(_Base):
     Each weave run is a span named ``weave <file>:<line>``, a child of the span current
     where the block starts; each task attempt, and each item of a mapped task, is a span
     named after the task, a child of the weave's, on whichever lane it runs (the spans
-    that the task's own code opens are its children). All are of kind ``INTERNAL``. See
-    docs/opentelemetry.md for their attributes and statuses.
+    that the task's own code opens are its children). All are of kind ``INTERNAL``. A
+    task sent to a Celery worker runs there under a :class:`RemoteSpan`, a child of its
+    attempt's span, recorded by this instrumentor's tracer when the worker instruments
+    Wove. See docs/opentelemetry.md for their attributes and statuses.
     """
 
     _remove: Callable[[], None] | None = None
@@ -65,8 +69,10 @@ class WoveInstrumentor(_Base):
             __name__, __version__, tracer_provider=kwargs.get("tracer_provider")
         )
         self._remove = add_instrument(SpanInstrument(tracer))
+        remote.use_tracer(tracer)  # a remote task's span on this process, as a worker
 
     def _uninstrument(self, **kwargs: Any) -> None:
+        remote.use_tracer(None)
         remove, self._remove = self._remove, None
         if remove is not None:
             remove()

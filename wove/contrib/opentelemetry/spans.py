@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from contextvars import Token
+from contextvars import ContextVar, Token
 from functools import lru_cache
 from typing import Final
 
@@ -31,6 +31,12 @@ CANCELLED: Final = "wove.cancelled"  # True: cancelled (the weave failed, or its
 SQL_COUNT: Final = "wove.sql.count"  # queries the task ran (the Django adapter)
 SQL_TIME: Final = "wove.sql.time"  # their total time, in milliseconds
 ANNOTATION_PREFIX: Final = "wove.annotation."  # any other wove.annotate(key=value)
+
+#: ``(attempt, item index)`` of the remote attempt whose span is current: set for lane
+#: ``remote`` only, read when the call's trace context is injected (remote.py).
+remote_attempt: ContextVar[tuple[int, int | None] | None] = ContextVar(
+    "wove_remote_attempt", default=None
+)
 
 # What the Django adapter annotates (wove.contrib.django.queries) -> the attribute.
 _KNOWN_ANNOTATIONS: Final = {"queries": SQL_COUNT, "query_ms": SQL_TIME}
@@ -131,7 +137,8 @@ class WeaveSpan:
             task, context=self.parent, kind=SpanKind.INTERNAL, attributes=attributes
         )
         token = otel_context.attach(trace.set_span_in_context(span))
-        return AttemptSpan(span, token)
+        remote = remote_attempt.set((attempt, index)) if lane == "remote" else None
+        return AttemptSpan(span, token, remote)
 
     def finished(self, error: BaseException | None) -> None:
         """The run ended (``error``: its first failure); on any thread."""
@@ -145,11 +152,17 @@ class WeaveSpan:
 class AttemptSpan:
     """One attempt of one task, or of one item (see :class:`wove.lowlevel.AttemptScope`)."""
 
-    __slots__ = ("span", "token")
+    __slots__ = ("remote", "span", "token")
 
-    def __init__(self, span: Span, token: Token[Context]) -> None:
+    def __init__(
+        self,
+        span: Span,
+        token: Token[Context],
+        remote: Token[tuple[int, int | None] | None] | None = None,
+    ) -> None:
         self.span = span
         self.token = token
+        self.remote = remote
 
     def finished(self, error: BaseException | None, extra: Mapping[str, object]) -> None:
         """Called in the context of :meth:`WeaveSpan.attempt_started`."""
@@ -161,4 +174,6 @@ class AttemptSpan:
                 _record_error(span, error)
         finally:
             span.end()
+            if self.remote is not None:
+                remote_attempt.reset(self.remote)
             otel_context.detach(self.token)
