@@ -20,6 +20,9 @@ Threads
     unexpected error; :data:`logger` is the ``wove`` logger.
 Remote environments
     :class:`RemoteCall`, :class:`DetachedWeave` and :func:`get_env`.
+Weaves
+    :func:`weave_at` is ``weave`` naming its weave after a given ``file:line`` (an
+    integration starting a weave for its user's call).
 Tasks
     :func:`is_async_callable` says whether Wove runs a callable as an async task;
     :data:`RESERVED_NAMES` are the names a task or keyword cannot take.
@@ -33,6 +36,7 @@ from .lanes.services import logger, start_service
 from .result import RESERVED_NAMES
 from .task_spec import is_async_callable
 from .tracing import AttemptScope, Instrument, WeaveScope, add_instrument, annotating
+from .weave import weave_at
 
 __all__ = [
     "RESERVED_NAMES",
@@ -49,4 +53,5 @@ __all__ = [
     "logger",
     "on_abandon",
     "start_service",
+    "weave_at",
 ]

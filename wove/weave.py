@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from enum import Enum
 from types import TracebackType
 from typing import Any, Final, Literal
@@ -402,3 +403,16 @@ def weave(
         data=data,
         origin=f"{frame.f_code.co_filename}:{frame.f_lineno}",
     )
+
+
+def weave_at(origin: str) -> Callable[..., WeaveBlock]:
+    """``weave`` naming its weave after ``origin`` (``"file:line"``) instead of the line
+    that calls it: for integrations that start a weave on a user's behalf (``detach()``),
+    so traces, log lines and spans point at the user's code, not at the integration's."""
+
+    def weave_there(*args: Any, **kwargs: Any) -> WeaveBlock:
+        block = weave(*args, **kwargs)
+        block._origin = origin
+        return block
+
+    return weave_there

@@ -16,6 +16,7 @@ from typing import Any, TypeGuard
 
 from wove import Weave, WeaveBlock, WoveResult, collecting, weave
 from wove.lowlevel import RESERVED_NAMES, is_async_callable
+from wove.lowlevel import weave_at as weave_named_at
 
 from .forked import fork_reports, send_report
 from .request import DETACHED, ActiveRequest, describe
@@ -59,36 +60,15 @@ def detached_task(
     return FunctionType(code, wrapper.__globals__, name, None, wrapper.__closure__)
 
 
-def _weave_here(*args: Any, **kwargs: Any) -> WeaveBlock:
-    return weave(*args, **kwargs)
-
-
-# The weave() call's line in _weave_here, less the line its code starts at.
-_OFFSET = max(line for *_, line in _weave_here.__code__.co_lines() if line is not None) - (
-    _weave_here.__code__.co_firstlineno
-)
-
-
 @functools.lru_cache(maxsize=512)
 def weave_at(origin: str) -> Callable[..., WeaveBlock]:
-    """``weave`` as if called at ``origin`` (``file:line``, the user's ``detach()``).
-
-    ``weave()`` names its weave after the line that calls it: from here that would be this
-    file, so every detached weave's trace rows, log messages and spans would point into
-    wove/contrib. Instead it is called from a copy of :func:`_weave_here` whose code says
-    it is in the user's file, its call on the user's line (nothing else of it changes).
-    """
+    """``weave`` as if called at ``origin`` (``file:line``, the user's ``detach()``), so
+    every detached weave's trace rows, log messages and spans point at the user's code,
+    not into wove/contrib (``wove.lowlevel.weave_at``)."""
     filename, _, line = origin.rpartition(":")
-    if not filename or not line.isdigit() or int(line) <= _OFFSET:
+    if not filename or not line.isdigit():
         return weave
-    code = _weave_here.__code__.replace(
-        co_filename=filename,
-        co_firstlineno=int(line) - _OFFSET,
-        co_name="<detached work>",
-        co_qualname="<detached work>",
-    )
-    caller: Callable[..., WeaveBlock] = FunctionType(code, _weave_here.__globals__)
-    return caller
+    return weave_named_at(origin)
 
 
 def run_forked(
