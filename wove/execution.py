@@ -20,6 +20,7 @@ from .config import settings
 from .engine import LoopBinding, Run
 from .engine.attempt import add_note
 from .graph import Graph, build_graph
+from .registry import Registry
 from .result import WoveResult
 from .task_spec import TaskSpec
 from .tracing import active_collectors
@@ -205,8 +206,7 @@ def detach_remote(recipe: Recipe, on_done: background.OnDone | None) -> str:
 
 
 ErrorHint = Callable[[BaseException, str], "str | None"]
-_hints: tuple[ErrorHint, ...] = ()
-_hints_lock = threading.Lock()
+_hints: Registry[ErrorHint] = Registry()
 
 
 def add_error_hint(hint: ErrorHint) -> Callable[[], None]:
@@ -218,16 +218,7 @@ def add_error_hint(hint: ErrorHint) -> Callable[[], None]:
     adapter uses it to say which lane to use when an async task calls the ORM. Returns a
     function that removes the hint.
     """
-    global _hints
-    with _hints_lock:
-        _hints = (*_hints, hint)
-
-    def remove() -> None:
-        global _hints
-        with _hints_lock:
-            _hints = tuple(h for h in _hints if h is not hint)
-
-    return remove
+    return _hints.add(hint)
 
 
 def result_of(run: Run) -> WoveResult:
@@ -238,7 +229,7 @@ def result_of(run: Run) -> WoveResult:
         task, index = run.failed_at
         item = f" (item {index})" if index is not None else ""
         add_note(error, f"wove: raised by task {task!r}{item} in the weave at {run.origin}")
-        for hint in _hints:
+        for hint in _hints.items:
             try:
                 advice = hint(error, task)
             except Exception:

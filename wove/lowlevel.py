@@ -11,7 +11,10 @@ Tracing
     process-wide :class:`Instrument` that opens a scope for every weave run
     (:class:`WeaveScope`) and every task attempt (:class:`AttemptScope`), each in the
     context it runs in, on whichever lane: what the OpenTelemetry instrumentation is
-    built on.
+    built on. :func:`collecting_raw` is :func:`wove.collecting` for a collector that
+    keeps few of the attempts it sees (the adapters' sampled request traces): it gets
+    each as a plain :data:`RawRecord` tuple and makes the :class:`~wove.TraceRecord` of
+    the ones it keeps with :func:`build_record`.
 Sync calls under a timeout
     :func:`on_abandon` and :func:`call_abandoned`: database integrations cancel the
     running query of a call abandoned at its timeout, and start no new one.
@@ -35,7 +38,16 @@ from .environments import DetachedWeave, RemoteCall, get_env
 from .lanes.services import logger, start_service
 from .result import RESERVED_NAMES
 from .task_spec import is_async_callable
-from .tracing import AttemptScope, Instrument, WeaveScope, add_instrument, annotating
+from .tracing import (
+    AttemptScope,
+    Instrument,
+    RawRecord,
+    WeaveScope,
+    add_instrument,
+    annotating,
+    build_record,
+    collecting_raw,
+)
 from .weave import weave_at
 
 __all__ = [
@@ -43,11 +55,14 @@ __all__ = [
     "AttemptScope",
     "DetachedWeave",
     "Instrument",
+    "RawRecord",
     "RemoteCall",
     "WeaveScope",
     "add_instrument",
     "annotating",
+    "build_record",
     "call_abandoned",
+    "collecting_raw",
     "get_env",
     "is_async_callable",
     "logger",

@@ -7,17 +7,45 @@ hold a task's result. Collectors may be called from worker threads and must be c
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
-import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from types import MappingProxyType
 from typing import Final, Literal, NamedTuple, Protocol
 
+from .registry import Registry
+
 Status = Literal["ok", "error", "timeout", "cancelled"]
 Collector = Callable[["TraceRecord"], None]
 
-_collectors: contextvars.ContextVar[tuple[Collector, ...]] = contextvars.ContextVar(
+RawRecord = tuple[
+    str,  # weave
+    int,  # weave_id
+    str,  # task
+    int | None,  # index
+    str,  # lane
+    str,  # thread
+    float,  # start
+    float,  # end
+    int,  # attempt
+    BaseException | None,  # the error (None: ok)
+    dict[str, object] | None,  # the annotations (None or empty: none)
+    bool,  # timed out (status "timeout")
+]
+"""What the engine hands a raw collector per attempt: the fields of a
+:class:`TraceRecord` before anything is derived from them (status, error text, a
+read-only copy of the annotations). :func:`build_record` makes the record."""
+
+
+class RawCollector(NamedTuple):
+    """A collector that takes :data:`RawRecord` tuples (see :func:`collecting_raw`)."""
+
+    append: Callable[[RawRecord], None]
+    annotations: bool = True
+
+
+_collectors: contextvars.ContextVar[tuple[Collector | RawCollector, ...]] = contextvars.ContextVar(
     "wove_collectors", default=()
 )
 # The annotations of the traced task call running in this context (None: not traced).
@@ -54,8 +82,51 @@ class TraceRecord(NamedTuple):
         return self.end - self.start
 
 
-def active_collectors() -> tuple[Collector, ...]:
+def active_collectors() -> tuple[Collector | RawCollector, ...]:
     return _collectors.get()
+
+
+def describe_error(error: BaseException) -> str:
+    """``"TypeName: message"``, whatever the exception's ``__str__`` does: describing an
+    error must never raise into the engine."""
+    name = type(error).__name__
+    try:
+        return f"{name}: {error}"
+    except BaseException:
+        return f"{name}: <the exception's __str__ raised>"
+
+
+def build_record(raw: RawRecord) -> TraceRecord:
+    """The :class:`TraceRecord` of a :data:`RawRecord`."""
+    if raw[9] is None and not raw[10]:  # the common case: it succeeded, nothing annotated
+        return _new_tuple(TraceRecord, (*raw[:9], "ok", None, NO_EXTRA))
+    weave, run_id, task, index, lane, thread, start, end, attempt, error, extra, timed_out = raw
+    status: Status
+    if error is None:
+        status = "ok"
+    elif timed_out:
+        status = "timeout"
+    elif isinstance(error, asyncio.CancelledError):
+        status = "cancelled"
+    else:
+        status = "error"
+    return TraceRecord(  # positional: this runs once per traced attempt
+        weave,
+        run_id,
+        task,
+        index,
+        lane,  # type: ignore[arg-type]  # the engine's lanes are the Literal's values
+        thread,
+        start,
+        end,
+        attempt,
+        status,
+        None if error is None else describe_error(error),
+        MappingProxyType(dict(extra)) if extra else NO_EXTRA,
+    )
+
+
+_new_tuple = tuple.__new__
 
 
 class AttemptScope(Protocol):
@@ -89,8 +160,7 @@ class Instrument(Protocol):
         """A run of the weave at ``origin`` (``file:line``) starts; None to ignore it."""
 
 
-_instruments: tuple[Instrument, ...] = ()
-_instruments_lock = threading.Lock()
+_instruments: Registry[Instrument] = Registry()
 
 
 def add_instrument(instrument: Instrument) -> Callable[[], None]:
@@ -99,20 +169,11 @@ def add_instrument(instrument: Instrument) -> Callable[[], None]:
     For instrumentation libraries: each run, each task attempt and each mapped item get
     a scope opened in the context they run in (see :class:`Instrument`). Costs one tuple
     check per weave while none is registered."""
-    global _instruments
-    with _instruments_lock:
-        _instruments = (*_instruments, instrument)
-
-    def remove() -> None:
-        global _instruments
-        with _instruments_lock:
-            _instruments = tuple(i for i in _instruments if i is not instrument)
-
-    return remove
+    return _instruments.add(instrument)
 
 
 def active_instruments() -> tuple[Instrument, ...]:
-    return _instruments
+    return _instruments.items
 
 
 def annotate(**values: object) -> None:
@@ -159,6 +220,38 @@ def collecting(collector: Collector) -> Iterator[None]:
         yield
     finally:
         _collectors.reset(token)
+
+
+class collecting_raw:  # used as a function: ``with collecting_raw(...):``
+    """Like :func:`collecting`, but ``append`` receives each attempt as a
+    :data:`RawRecord` tuple, built with no derived field, for a collector that keeps
+    most attempts unread (a framework's request traces) and makes the records of the
+    ones it keeps with :func:`build_record`. ``append`` may be a list's ``append``:
+    called from worker threads, it must be cheap and must not raise. The raw tuple
+    holds the attempt's exception, if any, and its annotations' dict: keep it no longer
+    than the work it describes.
+
+    ``annotations=False``: timings only. Unless another collector or an instrument
+    wants them, the task calls get no annotations (:func:`annotating` is False, so an
+    integration does not even measure what it would annotate) and the records have no
+    ``extra``: the cheapest recording there is.
+
+    A class rather than a generator: one is entered per recorded request.
+    """
+
+    __slots__ = ("_collector", "_token")
+
+    def __init__(self, append: Callable[[RawRecord], None], *, annotations: bool = True) -> None:
+        self._collector = RawCollector(append, annotations)
+        self._token: contextvars.Token[tuple[Collector | RawCollector, ...]] | None = None
+
+    def __enter__(self) -> None:
+        self._token = _collectors.set((*_collectors.get(), self._collector))
+
+    def __exit__(self, *exc_info: object) -> None:
+        token, self._token = self._token, None
+        if token is not None:
+            _collectors.reset(token)
 
 
 @contextmanager

@@ -10,6 +10,10 @@ The environment chooses the rest:
   connection pool (psycopg's) unless ``BENCH_DB_POOL=0``, which gives Django's default
   (``CONN_MAX_AGE = 0``: a new connection for each request, and for each Wove task on a
   pool thread). Without it, no database at all.
+- ``BENCH_SERVER_TIMING=1``: ``WOVE = {"SERVER_TIMING": True}`` (the header is off by
+  default with ``DEBUG`` off), to measure recording with the header on;
+  ``BENCH_TRACE_SAMPLE_RATE=0.1``: ``WOVE["TRACE_SAMPLE_RATE"]``;
+  ``BENCH_TRACE_UNSAMPLED_TIMINGS=0``: ``WOVE["TRACE_UNSAMPLED_TIMINGS"] = False``.
 - ``BENCH_WOVE_MIDDLEWARE=0``: leave ``WoveMiddleware`` out of ``MIDDLEWARE`` (the
   servers of the overhead comparison; in-process, the two handlers are built with
   ``override_settings`` instead).
@@ -61,6 +65,14 @@ def _postgres(url: str) -> dict[str, Any]:
 
 _url = os.environ.get("BENCH_DATABASE_URL")
 DATABASES: dict[str, Any] = {"default": _postgres(_url)} if _url else {}
+
+WOVE: dict[str, Any] = {}
+if os.environ.get("BENCH_SERVER_TIMING") == "1":
+    WOVE["SERVER_TIMING"] = True
+if os.environ.get("BENCH_TRACE_SAMPLE_RATE"):
+    WOVE["TRACE_SAMPLE_RATE"] = float(os.environ["BENCH_TRACE_SAMPLE_RATE"])
+if os.environ.get("BENCH_TRACE_UNSAMPLED_TIMINGS") == "0":
+    WOVE["TRACE_UNSAMPLED_TIMINGS"] = False
 
 LOGGING = {
     "version": 1,

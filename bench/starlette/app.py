@@ -2,6 +2,8 @@
 async), with or without ``WoveMiddleware``; see ``wrk_overhead.sh`` and
 docs/performance.md. ``WITH_WOVE``: 1 recording with Server-Timing, 2 recording without
 it, 3 ``record=False``, anything else no middleware. ``WORK``: seconds each task waits.
+``TRACE_SAMPLE_RATE``: the middleware's ``trace_sample_rate``;
+``TRACE_UNSAMPLED_TIMINGS=0``: ``trace_unsampled_timings=False``.
 """
 
 from __future__ import annotations
@@ -58,5 +60,9 @@ async def ten(request: Request) -> PlainTextResponse:
 
 def make() -> Starlette:
     options = OPTIONS.get(os.environ.get("WITH_WOVE", ""))
+    if options is not None and os.environ.get("TRACE_SAMPLE_RATE"):
+        options = {**options, "trace_sample_rate": float(os.environ["TRACE_SAMPLE_RATE"])}
+    if options is not None and os.environ.get("TRACE_UNSAMPLED_TIMINGS") == "0":
+        options = {**options, "trace_unsampled_timings": False}
     middleware = [Middleware(WoveMiddleware, **options)] if options is not None else []
     return Starlette(routes=[Route("/", ten)], middleware=middleware)

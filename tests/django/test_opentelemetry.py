@@ -5,7 +5,10 @@ threads included, with the SQL count the adapter measured."""
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from django.test import AsyncClient, Client, override_settings
@@ -101,3 +104,32 @@ def test_a_thread_sensitive_task_on_the_request_thread_is_in_the_trace(
     tasks = _check_one_trace(exporter.get_finished_spans(), {"seen_here", "pool_thread"})
     assert (tasks["seen_here"].attributes or {})["wove.lane"] == "caller"
     assert (tasks["pool_thread"].attributes or {})["wove.lane"] == "thread"
+
+
+def test_work_detached_into_a_fork_is_in_the_requests_trace(
+    exporter: InMemorySpanExporter, tmp_path: Path
+) -> None:
+    """The forked child reports its run; its spans are made here, under the request's."""
+    marker = tmp_path / "marker"
+    response = Client().get("/detach/", {"marker": str(marker), "mode": "fork"})
+    assert response.content == b"sent"
+    deadline = time.monotonic() + 20
+    while not [s for s in exporter.get_finished_spans() if s.name == "_write_marker"]:
+        assert time.monotonic() < deadline, "no span of the forked child's task"
+        time.sleep(0.02)
+    child_pid = int(marker.read_text())
+    assert child_pid != os.getpid()
+    spans = exporter.get_finished_spans()
+    (request,) = [s for s in spans if s.kind is SpanKind.SERVER]
+    (weave_span,) = [s for s in spans if s.name.startswith("weave views.py:")]
+    (task,) = [s for s in spans if s.name == "_write_marker"]
+    assert weave_span.parent is not None
+    assert weave_span.parent.span_id == _id(request)
+    assert task.parent is not None
+    assert task.parent.span_id == _id(weave_span)
+    assert len({s.context.trace_id for s in spans if s.context is not None}) == 1
+    assert (weave_span.attributes or {})["wove.pid"] == child_pid
+    assert (task.attributes or {})["wove.lane"] == "thread"
+    assert request.end_time is not None
+    assert task.start_time is not None
+    assert task.start_time >= request.start_time  # type: ignore[operator]

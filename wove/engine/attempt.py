@@ -10,9 +10,10 @@ retry?), :func:`arm_timeout` and :func:`describe_error`.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
-from collections.abc import Mapping
-from types import CoroutineType, MappingProxyType
+from collections.abc import Callable, Mapping
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any, Final
 
 from ..errors import TaskTimeout
@@ -23,11 +24,13 @@ from ..tracing import (
     NO_EXTRA,
     AttemptScope,
     Collector,
-    Status,
-    TraceRecord,
+    RawCollector,
+    RawRecord,
     WeaveScope,
     annotations_reset,
     annotations_set,
+    build_record,
+    describe_error,
     open_annotations,
 )
 from . import timed as timed_calls
@@ -36,21 +39,12 @@ from .timed import CANCEL_GRACE, TimedCall
 if TYPE_CHECKING:
     from .run import Run
 
+_current_thread = threading.current_thread
 ABANDONED: Final = object()  # a call given up at its timeout (already reported)
 _perf = time.perf_counter
 
 Outcome = tuple[Any, BaseException | None, float]
 """(value, error, start time) of a call; value is :data:`ABANDONED` when it was."""
-
-
-def describe_error(error: BaseException) -> str:
-    """``"TypeName: message"``, whatever the exception's ``__str__`` does: describing an
-    error must never raise into the engine."""
-    name = type(error).__name__
-    try:
-        return f"{name}: {error}"
-    except BaseException:
-        return f"{name}: <the exception's __str__ raised>"
 
 
 def add_note(error: BaseException, note: str) -> None:
@@ -68,21 +62,36 @@ def add_note(error: BaseException, note: str) -> None:
 
 class Recorder:
     """What observes one run: the trace record of each attempt, sent to the collectors,
-    and the scopes of the instruments (``wove.lowlevel.add_instrument``)."""
+    and the scopes of the instruments (``wove.lowlevel.add_instrument``).
 
-    __slots__ = ("_seen", "collectors", "origin", "run_id", "scopes")
+    Raw collectors (``wove.tracing.collecting_raw``) get each attempt as a plain tuple;
+    a :class:`TraceRecord` is built only when an ordinary collector is active."""
+
+    __slots__ = ("_seen", "annotate", "collectors", "origin", "raw", "run_id", "scopes")
 
     def __init__(
         self,
-        collectors: tuple[Collector, ...],
+        collectors: tuple[Collector | RawCollector, ...],
         origin: str,
         run_id: int,
         scopes: tuple[WeaveScope, ...] = (),
     ) -> None:
-        self.collectors = collectors
         self.origin = origin
         self.run_id = run_id
         self.scopes = scopes
+        plain: list[Collector] = []
+        raw: list[Callable[[RawRecord], None]] = []
+        annotate = bool(scopes)  # whether task calls get annotations (not for timings only)
+        for collector in collectors:
+            if type(collector) is RawCollector:
+                raw.append(collector.append)
+                annotate = annotate or collector.annotations
+            else:
+                plain.append(collector)  # type: ignore[arg-type]  # not a RawCollector
+                annotate = True
+        self.collectors: tuple[Collector, ...] = tuple(plain)
+        self.raw: tuple[Callable[[RawRecord], None], ...] = tuple(raw)
+        self.annotate = annotate
         self._seen: set[str] = set()  # tasks with a record (set.add is atomic)
 
     def begin(
@@ -148,7 +157,30 @@ class Recorder:
     ) -> None:
         """``timed_out``: the attempt ran past its own timeout (status "timeout"; a
         TaskTimeout raised inside it, by a nested weave, is an "error" of this task)."""
-        self._send(name, index, lane, start, _perf(), attempt, error, extra, timed_out=timed_out)
+        # Once per traced attempt: the raw tuple only, inline; a TraceRecord is built
+        # only for ordinary collectors (build_record).
+        self._seen.add(name)
+        raw: RawRecord = (
+            self.origin,
+            self.run_id,
+            name,
+            index,
+            lane,
+            _current_thread().name,
+            start,
+            _perf(),
+            attempt,
+            error,
+            extra or None,
+            timed_out,
+        )
+        for append in self.raw:
+            try:
+                append(raw)
+            except Exception:  # a broken collector must not break the weave
+                services.logger.exception("wove: trace collector %r failed", append)
+        if self.collectors:
+            self._deliver(raw)
 
     def _send(
         self,
@@ -160,35 +192,33 @@ class Recorder:
         attempt: int,
         error: BaseException | None,
         extra: dict[str, object] | None,
-        thread: str | None = None,
-        timed_out: bool = False,
+        thread: str,
     ) -> None:
         self._seen.add(name)
-        if not self.collectors:
-            return
-        status: Status = "ok"
-        if error is None:
-            pass
-        elif timed_out:
-            status = "timeout"
-        elif isinstance(error, asyncio.CancelledError):
-            status = "cancelled"
-        else:
-            status = "error"
-        record = TraceRecord(  # positional: this runs once per traced attempt
+        raw: RawRecord = (
             self.origin,
             self.run_id,
             name,
             index,
             lane,
-            services.current_thread_name() if thread is None else thread,
+            thread,
             start,
             end,
             attempt,
-            status,
-            None if error is None else describe_error(error),
-            MappingProxyType(dict(extra)) if extra else NO_EXTRA,
+            error,
+            extra or None,
+            False,
         )
+        for append in self.raw:
+            try:
+                append(raw)
+            except Exception:  # a broken collector must not break the weave
+                services.logger.exception("wove: trace collector %r failed", append)
+        if self.collectors:
+            self._deliver(raw)
+
+    def _deliver(self, raw: RawRecord) -> None:
+        record = build_record(raw)
         for collector in self.collectors:
             try:
                 collector(record)
@@ -276,7 +306,8 @@ def call_sync(
         recorder = run.recorder
         extra = opened = None
         if recorder is not None:
-            extra = open_annotations(context)
+            if recorder.annotate:
+                extra = open_annotations(context)
             if recorder.scopes:
                 opened = context.run(recorder.begin, spec.name, index, lane, attempt)
         previous = timed_calls.running(timed) if timed is not None else None
@@ -319,8 +350,9 @@ async def call_async(
         extra: dict[str, object] | None = None
         recorder, opened = run.recorder, None
         if recorder is not None:  # this worker's context: the annotations of this call
-            extra = {}
-            token = annotations_set(extra)
+            if recorder.annotate:
+                extra = {}
+                token = annotations_set(extra)
             if recorder.scopes:
                 opened = recorder.begin(spec.name, index, run.lanes[spec.name], attempt)
         timed = arm_timeout(run, spec, index, sync=False) if timeout is not None else None

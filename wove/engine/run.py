@@ -30,7 +30,7 @@ from ..lanes.services import Job
 from ..placement import CALLER, LOOP, THREAD, Lane, Placement
 from ..result import WoveResult
 from ..task_spec import NO_OPTIONS, TaskSpec
-from ..tracing import Collector, Instrument, WeaveScope, active_instruments
+from ..tracing import Collector, Instrument, RawCollector, WeaveScope, active_instruments
 from . import stuck, workers
 from .attempt import Recorder, add_note
 from .mapped import Mapped, Work
@@ -154,7 +154,7 @@ class Run:
 
     # --- lifecycle -------------------------------------------------------------------
 
-    def start(self, collectors: tuple[Collector, ...] = ()) -> None:
+    def start(self, collectors: tuple[Collector | RawCollector, ...] = ()) -> None:
         """Start the root tasks; called on the caller's thread (the loop's, if async)."""
         instruments = active_instruments()
         scopes = (

@@ -109,7 +109,10 @@ async def async_worker(run: Run, work: Work | None) -> None:
 
 async def _async_chain(run: Run, name: str | None) -> Work | None:
     """Run ``name`` (counted as running), then each async task it hands over to."""
-    specs, nodes, values, lean = run.specs, run.nodes, run.values, run.recorder is None
+    specs, nodes, values, recorder = run.specs, run.nodes, run.values, run.recorder
+    # Timings only (no annotations, no instrument): the lean path, plus the record.
+    timings = recorder is not None and not recorder.annotate and not recorder.scopes
+    lean = recorder is None or timings
     while name is not None:
         spec = specs[name]
         # (run.inputs, inlined: this runs once per link of every async chain)
@@ -124,6 +127,9 @@ async def _async_chain(run: Run, name: str | None) -> Work | None:
                     raise
                 except BaseException as exc:  # KeyboardInterrupt too: never to the loop
                     value, error = None, exc
+                if timings:
+                    assert recorder is not None
+                    recorder.record(name, None, run.lanes[name], start, 0, error)
             else:
                 value, error, start = await call_async(run, spec, None, kwargs)
                 if value is ABANDONED:

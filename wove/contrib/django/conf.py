@@ -40,6 +40,9 @@ DEFAULTS: Mapping[str, Any] = {
     "SERVER_TIMING_ENTRIES": 20,  # the most entries in one header
     "TRACE_STORE_SIZE": 100,  # recent requests kept in memory, per process
     "KEEP_EMPTY_TRACES": False,  # also keep requests that ran no weave
+    "TRACE_SAMPLE_RATE": 1.0,  # share of requests recorded in full (0.0 to 1.0)
+    "TRACE_SLOW_MS": 500,  # a request this slow (ms) is kept even if not sampled; None: never
+    "TRACE_UNSAMPLED_TIMINGS": True,  # unsampled requests collect their tasks' timings
     "TRACE_ACCESS": None,  # who sees the trace page: None (staff, or DEBUG), a callable or path
     "ATOMIC": "thread_sensitive",  # sync tasks inside transaction.atomic: the request's thread
     "CONNECTION_HYGIENE": True,  # close or return pool threads' connections after each task
@@ -73,6 +76,9 @@ class WoveSettings:
     server_timing_entries: int
     trace_store_size: int
     keep_empty_traces: bool
+    trace_sample_rate: float
+    trace_slow_ms: float | None
+    trace_unsampled_timings: bool
     trace_access: Callable[[HttpRequest], bool]
     atomic: AtomicPolicy
     connection_hygiene: bool
@@ -124,6 +130,9 @@ def load(raw: object, *, debug: bool) -> WoveSettings:
         server_timing_entries=_count(values, "SERVER_TIMING_ENTRIES", least=1),
         trace_store_size=_count(values, "TRACE_STORE_SIZE", least=1),
         keep_empty_traces=_flag(values, "KEEP_EMPTY_TRACES"),
+        trace_sample_rate=_rate(values, "TRACE_SAMPLE_RATE"),
+        trace_slow_ms=_milliseconds(values, "TRACE_SLOW_MS"),
+        trace_unsampled_timings=_flag(values, "TRACE_UNSAMPLED_TIMINGS"),
         trace_access=_access(values["TRACE_ACCESS"]),
         atomic=_choice(values, "ATOMIC", ATOMIC_CHOICES),
         connection_hygiene=_flag(values, "CONNECTION_HYGIENE"),
@@ -156,6 +165,31 @@ def _count(values: Mapping[str, Any], key: str, least: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < least:
         raise WoveSettingsError(f"settings.WOVE[{key!r}] must be an int >= {least}, got {value!r}")
     return value
+
+
+def _rate(values: Mapping[str, Any], key: str) -> float:
+    value = values[key]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise WoveSettingsError(
+            f"settings.WOVE[{key!r}] must be a number from 0.0 (only failed and slow "
+            f"requests) to 1.0 (every request), got {value!r}"
+        )
+    return float(value)
+
+
+def _milliseconds(values: Mapping[str, Any], key: str) -> float | None:
+    value = values[key]
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0 <= value < float("inf")
+    ):
+        raise WoveSettingsError(
+            f"settings.WOVE[{key!r}] must be None (never) or milliseconds >= 0, got {value!r}"
+        )
+    return float(value)
 
 
 def _choice(values: Mapping[str, Any], key: str, choices: tuple[Any, ...]) -> Any:

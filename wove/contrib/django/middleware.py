@@ -9,8 +9,10 @@ For each request it:
   thread or loop, into a :class:`~wove.contrib.traces.RequestTrace` kept in the bounded
   store, also set as ``request.wove_trace``; its id is ``request.wove_trace_id`` from
   the start (for a link to its page, ``reverse("wove:trace_detail", args=[id])``);
+  with ``WOVE["TRACE_SAMPLE_RATE"]`` below 1.0, only a share of the requests are kept,
+  plus every failed or slow one (``request.wove_trace`` is None for the others);
 - adds a ``Server-Timing`` header when ``WOVE["SERVER_TIMING"]`` is on (the default
-  with ``DEBUG``), after any value the app set;
+  with ``DEBUG``) and the trace is kept, after any value the app set;
 - hooks ``response.close()`` to start the work ``detach()`` registered.
 
 Weaves run while a streaming response's body is produced come after the response has
@@ -89,7 +91,7 @@ class WoveMiddleware:
             return
         trace = active.finish(response.status_code)
         request.wove_trace = trace  # type: ignore[attr-defined]
-        if options.server_timing:
+        if trace is not None and options.server_timing:
             value = server_timing(trace, options.server_timing_entries)
             if value:
                 existing = response.get("Server-Timing")

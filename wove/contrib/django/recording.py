@@ -25,7 +25,11 @@ def recorder() -> RequestRecorder:
             if _recorder is None:
                 options = conf.wove_settings()
                 _recorder = RequestRecorder(
-                    TraceStore(options.trace_store_size), keep_empty=options.keep_empty_traces
+                    TraceStore(options.trace_store_size),
+                    keep_empty=options.keep_empty_traces,
+                    sample_rate=options.trace_sample_rate,
+                    slow_ms=options.trace_slow_ms,
+                    unsampled_timings=options.trace_unsampled_timings,
                 )
             current = _recorder
     return current
@@ -53,6 +57,9 @@ def _forget() -> None:
             or options.keep_empty_traces != _recorder.keep_empty
         ):
             _recorder = None
+        else:  # the same store; sampling changes apply to the next request
+            _recorder.configure_sampling(options.trace_sample_rate, options.trace_slow_ms)
+            _recorder.unsampled_timings = options.trace_unsampled_timings
 
 
 conf.on_reload(_forget)

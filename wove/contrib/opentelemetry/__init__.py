@@ -22,7 +22,7 @@ from opentelemetry import trace
 from wove import __version__
 from wove.lowlevel import add_instrument
 
-from . import remote
+from . import forked, remote
 from .remote import RemoteSpan
 from .spans import SpanInstrument
 
@@ -55,10 +55,14 @@ class WoveInstrumentor(_Base):
     that the task's own code opens are its children). All are of kind ``INTERNAL``. A
     task sent to a Celery worker runs there under a :class:`RemoteSpan`, a child of its
     attempt's span, recorded by this instrumentor's tracer when the worker instruments
-    Wove. See docs/opentelemetry.md for their attributes and statuses.
+    Wove. Work detached with ``detach(mode="fork")`` writes its runs and attempts down
+    in the forked child, and their spans are made here when its report arrives, children
+    of the span current at ``detach()``. See docs/opentelemetry.md for their attributes
+    and statuses.
     """
 
     _remove: Callable[[], None] | None = None
+    _unfollow: Callable[[], None] | None = None
 
     def instrumentation_dependencies(self) -> Collection[str]:
         """Nothing to check: the instrumented library is the one this class is part of."""
@@ -69,10 +73,12 @@ class WoveInstrumentor(_Base):
             __name__, __version__, tracer_provider=kwargs.get("tracer_provider")
         )
         self._remove = add_instrument(SpanInstrument(tracer))
+        self._unfollow = forked.follow(tracer)  # detach(mode="fork"): spans made here
         remote.use_tracer(tracer)  # a remote task's span on this process, as a worker
 
     def _uninstrument(self, **kwargs: Any) -> None:
         remote.use_tracer(None)
-        remove, self._remove = self._remove, None
-        if remove is not None:
-            remove()
+        for remove in (self._remove, self._unfollow):
+            if remove is not None:
+                remove()
+        self._remove = self._unfollow = None

@@ -13,13 +13,16 @@ import asyncio
 from collections.abc import Mapping
 from contextvars import ContextVar, Token
 from functools import lru_cache
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.util.types import AttributeValue
+
+if TYPE_CHECKING:
+    from .forked import ChildSpans, ChildWeave
 
 # Span attributes.
 WEAVE: Final = "wove.weave"  # "file:line" of the `with weave()` block
@@ -37,6 +40,10 @@ ANNOTATION_PREFIX: Final = "wove.annotation."  # any other wove.annotate(key=val
 remote_attempt: ContextVar[tuple[int, int | None] | None] = ContextVar(
     "wove_remote_attempt", default=None
 )
+
+#: Set in a forked child that reports back (``detach(mode="fork")``): its runs and
+#: attempts are written down there, and their spans made in the parent (forked.py).
+forked_child: ContextVar[ChildSpans | None] = ContextVar("wove_forked_child", default=None)
 
 # What the Django adapter annotates (wove.contrib.django.queries) -> the attribute.
 _KNOWN_ANNOTATIONS: Final = {"queries": SQL_COUNT, "query_ms": SQL_TIME}
@@ -96,8 +103,11 @@ class SpanInstrument:
     def __init__(self, tracer: Tracer) -> None:
         self.tracer = tracer
 
-    def weave_started(self, origin: str, run_id: int) -> WeaveSpan | None:
+    def weave_started(self, origin: str, run_id: int) -> WeaveSpan | ChildWeave | None:
         """Called in the run's own context (a copy of the caller's), before any task."""
+        child = forked_child.get()
+        if child is not None:  # in a forked child: the parent makes the spans
+            return child.weave_started(origin, run_id)
         span = self.tracer.start_span(
             weave_span_name(origin), kind=SpanKind.INTERNAL, attributes={WEAVE: origin}
         )

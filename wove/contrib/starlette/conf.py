@@ -29,6 +29,9 @@ class WoveOptions:
     server_timing_entries: int = 20
     trace_store_size: int = 100
     keep_empty_traces: bool = False
+    trace_sample_rate: float = 1.0  # share of requests recorded in full
+    trace_slow_ms: float | None = 500.0  # kept even if not sampled; None: never for that
+    trace_unsampled_timings: bool = True  # unsampled requests collect task timings
     trace_path: str | None = "/wove/"  # None: no trace pages
     trace_access: TraceAccess | None = None  # None: only when the app has debug=True
     max_threads: int | None = None  # wove.configure(max_threads=...) at startup
@@ -36,12 +39,28 @@ class WoveOptions:
     shutdown_timeout: float = 30.0  # seconds the lifespan's shutdown waits for work
 
     def __post_init__(self) -> None:
-        for name in ("record", "keep_empty_traces"):
+        for name in ("record", "keep_empty_traces", "trace_unsampled_timings"):
             _flag(name, getattr(self, name))
         if self.server_timing is not None:
             _flag("server_timing", self.server_timing)
         _count("server_timing_entries", self.server_timing_entries)
         _count("trace_store_size", self.trace_store_size)
+        rate = self.trace_sample_rate
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1:
+            raise InvalidOptionError(
+                "WoveMiddleware(trace_sample_rate=...) must be a number from 0.0 (only failed "
+                f"and slow requests) to 1.0 (every request), got {rate!r}"
+            )
+        slow = self.trace_slow_ms
+        if slow is not None and (
+            isinstance(slow, bool)
+            or not isinstance(slow, int | float)
+            or not 0 <= slow < float("inf")
+        ):
+            raise InvalidOptionError(
+                "WoveMiddleware(trace_slow_ms=...) must be None (never) or milliseconds >= 0, "
+                f"got {slow!r}"
+            )
         if self.max_threads is not None:
             _count("max_threads", self.max_threads)
         path = self.trace_path

@@ -11,7 +11,9 @@ each HTTP request it:
   before the body, so it is built from the trace so far: for an ordinary response that
   is every weave the endpoint ran);
 - finishes the trace when the last body message goes out (or when the app returns),
-  files it in the bounded store and sets ``scope["wove.trace"]``; the trace's id is
+  files it in the bounded store and sets ``scope["wove.trace"]`` (None for a request
+  not kept: with ``trace_sample_rate`` below 1.0, only a share of the requests are
+  kept, plus every failed or slow one, and the header is sent for those only); the trace's id is
   ``scope["wove.trace_id"]`` from the start (its page: ``{trace_path}{id}/``);
 - then runs or starts the work ``detach()`` registered;
 - answers ``{trace_path}``, ``{trace_path}{id}/``, ``{trace_path}{id}.json`` and
@@ -32,7 +34,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import wove
-from wove import collecting, wait_for_background
+from wove import wait_for_background
 from wove.contrib.traces import RequestRecorder, TraceStore, server_timing
 from wove.contrib.traces.request import describe
 
@@ -60,6 +62,9 @@ class WoveMiddleware:
         server_timing_entries: int = 20,
         trace_store_size: int = 100,
         keep_empty_traces: bool = False,
+        trace_sample_rate: float = 1.0,
+        trace_slow_ms: float | None = 500.0,
+        trace_unsampled_timings: bool = True,
         trace_path: str | None = "/wove/",
         trace_access: TraceAccess | None = None,
         max_threads: int | None = None,
@@ -73,6 +78,9 @@ class WoveMiddleware:
             server_timing_entries=server_timing_entries,
             trace_store_size=trace_store_size,
             keep_empty_traces=keep_empty_traces,
+            trace_sample_rate=trace_sample_rate,
+            trace_slow_ms=trace_slow_ms,
+            trace_unsampled_timings=trace_unsampled_timings,
             trace_path=trace_path,
             trace_access=trace_access,
             max_threads=max_threads,
@@ -105,6 +113,9 @@ class WoveMiddleware:
                     self._recorder = RequestRecorder(
                         TraceStore(self.options.trace_store_size),
                         keep_empty=self.options.keep_empty_traces,
+                        sample_rate=self.options.trace_sample_rate,
+                        slow_ms=self.options.trace_slow_ms,
+                        unsampled_timings=self.options.trace_unsampled_timings,
                     )
                 recorder = self._recorder
         state = getattr(app, "state", None)
@@ -197,7 +208,7 @@ class WoveMiddleware:
             kind = message["type"]
             if kind == "http.response.start":
                 status = message["status"]
-                if timing and active is not None:
+                if timing and active is not None and active.keeps(status):
                     value = server_timing(active.snapshot(status), entries)
                     if value:
                         headers = list(message.get("headers", ()))
@@ -216,7 +227,7 @@ class WoveMiddleware:
             if active is None:
                 await self.app(scope, receive, send_traced)
             else:
-                with collecting(active.collect):
+                with recorder.collecting(active):
                     await self.app(scope, receive, send_traced)
         except BaseException as exc:
             if active is not None and not active.finished:

@@ -25,6 +25,7 @@ from typing import Any
 from wove import InvalidOptionError, WeaveStateError
 
 from .detached import is_template, run_forked, run_here, start_background
+from .forked import Followed, capture_followed
 from .request import DETACHED, ActiveRequest, RequestRecorder, describe
 
 logger = logging.getLogger("wove")
@@ -62,6 +63,9 @@ class DetachedWork:
     #: ``file:line`` of the user's ``detach()``: the origin of the weave that runs it, so
     #: traces and logs point there rather than into wove/contrib.
     origin: str = ""
+    #: For mode ``"fork"``: what the fork followers (the OpenTelemetry instrumentation)
+    #: captured at ``detach()``, in the request's context (its current span).
+    followed: Followed = ()
 
     @property
     def name(self) -> str:
@@ -134,7 +138,7 @@ class PendingWork:
     def begin(self, label: str) -> ActiveRequest | None:
         """The item's own trace, method DETACH, or None when recording is off."""
         recorder = self.recorder()
-        return None if recorder is None else recorder.begin(DETACHED, label)
+        return None if recorder is None else recorder.begin(DETACHED, label, sample=False)
 
     def log_dropped(self, items: list[DetachedWork], reason: str) -> None:
         for item in items:
@@ -222,7 +226,8 @@ class Detacher:
                 f"detach({function.__name__}, ...) runs a Weave class with keyword data "
                 "only; pass its inputs as keywords"
             )
-        pending.add(DetachedWork(function, args, kwargs, chosen, call_site()))
+        followed = capture_followed() if chosen == FORK else ()
+        pending.add(DetachedWork(function, args, kwargs, chosen, call_site(), followed))
         return function
 
 
@@ -274,7 +279,7 @@ def _start_background(item: DetachedWork, label: str, active: ActiveRequest | No
 
 
 def _start_fork(item: DetachedWork, label: str, active: ActiveRequest | None) -> None:
-    run_forked(item.function, item.args, item.kwargs, label, active, item.origin)
+    run_forked(item.function, item.args, item.kwargs, label, active, item.origin, item.followed)
 
 
 _STARTERS: dict[str, Starter] = {BACKGROUND: _start_background, FORK: _start_fork}

@@ -18,7 +18,7 @@ from wove import Weave, WeaveBlock, WoveResult, collecting, weave
 from wove.lowlevel import RESERVED_NAMES, is_async_callable
 from wove.lowlevel import weave_at as weave_named_at
 
-from .forked import fork_reports, send_report
+from .forked import ChildScope, Followed, capture_followed, fork_reports, send_report
 from .request import DETACHED, ActiveRequest, describe
 
 logger = logging.getLogger("wove")
@@ -78,25 +78,41 @@ def run_forked(
     label: str,
     recorded: ActiveRequest | None,
     origin: str = "",
+    followed: Followed | None = None,
 ) -> None:
     """Run ``function(*args, **kwargs)`` (or a Weave class with ``kwargs``) in a detached
     child process. The child sends its error (and, when ``recorded``, its trace) back to
     this process, which logs it and files the trace: even with recording off, a failure
     reaches this process's log rather than the child's /dev/null. ``origin``: the user's
-    ``detach()`` call (``file:line``), named as the weave's origin."""
+    ``detach()`` call (``file:line``), named as the weave's origin. ``followed``: what
+    the fork followers captured at ``detach()`` (None: capture it now), given the
+    child's report too (the OpenTelemetry spans)."""
     start = weave_at(origin) if origin else weave
     active = recorded if recorded is not None else ActiveRequest(DETACHED, label, None, False)
+    if followed is None:
+        followed = capture_followed()
+    scopes = _child_scopes(followed)
     reports = fork_reports()
-    address = reports.expect(active)
+    address = reports.expect(active, followed)
 
     def on_done(result: WoveResult) -> None:  # runs in the child
         error = result.exception
         text = None if error is None else describe(error)
         trace = "" if error is None else "".join(traceback.format_exception(error))
-        send_report(address, active, text, trace)
+        extra: dict[str, object] = {}
+        for key, scope in scopes:
+            try:
+                extra[key] = scope.report()
+            except Exception:
+                logger.exception("wove: %r could not report", scope)
+        send_report(address, active, text, trace, extra)
 
     try:
-        with collecting(active.collect) if recorded is not None else contextlib.nullcontext():
+        with contextlib.ExitStack() as stack:
+            for _, scope in scopes:  # set in the context the child inherits
+                stack.enter_context(scope)
+            if recorded is not None:
+                stack.enter_context(collecting(active.collect))
             if is_template(function):
                 with start(function, background=True, fork=True, on_done=on_done, **kwargs):
                     pass
@@ -106,6 +122,16 @@ def run_forked(
     except Exception as exc:
         reports.abandon(active, describe(exc))
         raise
+
+
+def _child_scopes(followed: Followed) -> list[tuple[str, ChildScope]]:
+    scopes: list[tuple[str, ChildScope]] = []
+    for follower, captured in followed:
+        try:
+            scopes.append((follower.key, follower.child_scope(captured)))
+        except Exception:
+            logger.exception("wove: %r could not follow detached work", follower)
+    return scopes
 
 
 def start_background(

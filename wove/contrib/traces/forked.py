@@ -7,6 +7,12 @@ report: its trace records and its error. The parent logs the error under its own
 logging configuration and files the trace as usual. A child killed before it reports
 leaves nothing to file; the parent drops the wait after ``patience`` seconds with a
 warning, so nothing waits forever.
+
+A :class:`ForkFollower` (registered with :func:`follow_forks`: the OpenTelemetry
+instrumentation, when Wove is instrumented) follows each piece of work there and back:
+what it captures at ``detach()`` stays in the parent, its :class:`ChildScope` is current
+in the context the child inherits, its ``report()`` rides in the child's report, and the
+parent hands both to ``received``. Nothing here knows what a follower records.
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ import socket
 import tempfile
 import threading
 import time
-from typing import Any
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Any, Protocol
 
 from wove import TraceRecord
 
@@ -29,6 +37,76 @@ from .request import ActiveRequest
 logger = logging.getLogger("wove")
 
 _REPORT_LIMIT = 8 * 1024 * 1024  # bytes; a report is records, not payloads
+_BODY_KEYS = frozenset(("id", "pid", "records", "error", "traceback"))
+
+
+class ChildScope(Protocol):
+    """A follower's side of one forked piece of work: entered in the parent around the
+    fork (what it sets in the context, the child inherits), read in the child."""
+
+    def __enter__(self) -> object: ...
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None: ...
+
+    def report(self) -> object:
+        """In the child, its work done: JSON-able data for :meth:`ForkFollower.received`."""
+
+
+class ForkFollower(Protocol):
+    """Follows detached work into its forked child and back (see the module's text)."""
+
+    #: The field of the child's report that carries this follower's data.
+    key: str
+
+    def capture(self) -> object:
+        """At ``detach()``, in the parent (the request's context): what to keep for
+        this piece of work, given back to :meth:`child_scope` and :meth:`received`."""
+
+    def child_scope(self, captured: object) -> ChildScope:
+        """Just before the fork, in the parent: the scope the child runs in."""
+
+    def received(self, captured: object, data: object) -> None:
+        """In the parent, on the report's thread: the child's ``report()`` (None when
+        the report has no such field)."""
+
+
+#: Each follower with what it captured for one piece of work.
+Followed = tuple[tuple[ForkFollower, object], ...]
+
+_followers: tuple[ForkFollower, ...] = ()
+_followers_lock = threading.Lock()
+
+
+def follow_forks(follower: ForkFollower) -> Callable[[], None]:
+    """Register ``follower`` for every piece of detached work from now on; returns a
+    function that unregisters it."""
+    global _followers
+    with _followers_lock:
+        _followers = (*_followers, follower)
+
+    def remove() -> None:
+        global _followers
+        with _followers_lock:
+            _followers = tuple(f for f in _followers if f is not follower)
+
+    return remove
+
+
+def capture_followed() -> Followed:
+    """What each registered follower keeps of the current context (at ``detach()``);
+    ``()`` and no cost when none is registered. A follower that fails is left out."""
+    followed: list[tuple[ForkFollower, object]] = []
+    for follower in _followers:
+        try:
+            followed.append((follower, follower.capture()))
+        except Exception:
+            logger.exception("wove: %r could not follow detached work", follower)
+    return tuple(followed)
 
 
 class ForkReports:
@@ -37,17 +115,18 @@ class ForkReports:
     def __init__(self, patience: float = 3600.0) -> None:
         self.patience = patience
         self._lock = threading.Lock()
-        self._waiting: dict[str, tuple[ActiveRequest, float]] = {}
+        self._waiting: dict[str, tuple[ActiveRequest, float, Followed]] = {}
         self._path: str | None = None
         self._server: socket.socket | None = None
 
-    def expect(self, active: ActiveRequest) -> str:
+    def expect(self, active: ActiveRequest, followed: Followed = ()) -> str:
         """Wait for the report of the child about to run ``active``'s work; returns the
-        address the child sends it to (give it to :func:`send_report`)."""
+        address the child sends it to (give it to :func:`send_report`). ``followed``
+        get the report too."""
         with self._lock:
             if self._server is None:
                 self._listen()
-            self._waiting[active.id] = (active, time.monotonic() + self.patience)
+            self._waiting[active.id] = (active, time.monotonic() + self.patience, followed)
             assert self._path is not None
             return self._path
 
@@ -100,7 +179,12 @@ class ForkReports:
             entry = self._waiting.pop(str(report.get("id")), None)
         if entry is None:
             return  # expired, or not ours
-        active = entry[0]
+        active, _, followed = entry
+        for follower, captured in followed:
+            try:
+                follower.received(captured, report.get(follower.key))
+            except Exception:
+                logger.exception("wove: %r could not file a detached child's report", follower)
         for fields in report.get("records", ()):
             active.collect(TraceRecord(**fields))
         error = report.get("error")
@@ -117,7 +201,7 @@ class ForkReports:
     def _expire(self) -> None:
         now = time.monotonic()
         with self._lock:
-            late = [key for key, (_, deadline) in self._waiting.items() if deadline < now]
+            late = [key for key, (_, deadline, _) in self._waiting.items() if deadline < now]
             expired = [self._waiting.pop(key)[0] for key in late]
         for active in expired:
             logger.warning("wove: detached work %s never reported back", active.path)
@@ -131,11 +215,19 @@ def _remove_directory(directory: str, owner: int) -> None:
 
 
 def send_report(
-    address: str, active: ActiveRequest, error: str | None, traceback: str = ""
+    address: str,
+    active: ActiveRequest,
+    error: str | None,
+    traceback: str = "",
+    extra: Mapping[str, object] | None = None,
 ) -> None:
-    """The child side: send ``active``'s records and the error (if any) to the parent."""
+    """The child side: send ``active``'s records and the error (if any) to the parent;
+    ``extra``: the followers' fields (see :class:`ForkFollower`)."""
     records = [_record_fields(r) for r in active.snapshot().records]
-    body = {
+    body: dict[str, object] = {
+        key: value for key, value in (extra or {}).items() if key not in _BODY_KEYS
+    }
+    body |= {
         "id": active.id,
         "pid": os.getpid(),
         "records": records,

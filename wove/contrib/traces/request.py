@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import itertools
 import operator
+import random
 import secrets
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from types import TracebackType
 from typing import TYPE_CHECKING
 
-from wove import TraceRecord, WeaveStateError, collecting
+from wove import TraceRecord, WeaveStateError
+from wove.lowlevel import RawRecord, build_record, collecting_raw
 
 if TYPE_CHECKING:
     from .store import TraceStore
@@ -110,22 +113,48 @@ class ActiveRequest:
 
     Records arriving after :meth:`finish` (a background weave, a task that outlived a
     cancelled request) are dropped: the trace is frozen and may already be on display.
+
+    Sampling: every request collects its attempts cheaply (:meth:`collect_raw`, a tuple
+    each); their :class:`~wove.TraceRecord` objects and the :class:`RequestTrace` are
+    made only for a request that is kept: ``sampled``, or one that failed (a 5xx
+    status, an exception, or a task attempt that did not succeed), or one that ran
+    ``slow`` seconds or longer.
     """
 
-    def __init__(self, method: str, path: str, store: TraceStore | None, keep_empty: bool) -> None:
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        store: TraceStore | None,
+        keep_empty: bool,
+        *,
+        sampled: bool = True,
+        slow: float | None = None,
+    ) -> None:
         self.id = f"{_ID_PREFIX}{next(_ids):06x}"
         self.method = method
         self.path = path
         self.started_at = time.time()
         self.start = time.perf_counter()
+        self.sampled = sampled
+        self._slow = slow
         self._store = store
         self._keep_empty = keep_empty
         self._records: list[TraceRecord] | None = []  # None once finished
+        raw: list[RawRecord] = []
+        self._raw: list[RawRecord] | None = raw  # None once finished
+        #: The collector the adapters use (``wove.lowlevel.collecting_raw``): this
+        #: request's list's own ``append``, the cheapest call there is. An attempt that
+        #: ends after :meth:`finish` lands in the list the finish swapped out, which
+        #: nobody reads: it is dropped, as in :meth:`collect`.
+        self.collect_raw: Callable[[RawRecord], None] = raw.append
         self._lock = threading.Lock()
+        self._done = False
         self._trace: RequestTrace | None = None
 
     def collect(self, record: TraceRecord) -> None:
-        """The collector: called by weaves, possibly from worker threads, once per attempt.
+        """A collector of :class:`~wove.TraceRecord` objects (``wove.collecting``), called
+        by weaves, possibly from worker threads, once per attempt.
 
         No lock: ``list.append`` is atomic, and :meth:`finish` swaps the list out before
         reading it, so a record that races with it lands in the old list and is dropped,
@@ -137,12 +166,25 @@ class ActiveRequest:
 
     @property
     def finished(self) -> bool:
-        return self._trace is not None
+        return self._done
 
     @property
     def trace(self) -> RequestTrace | None:
-        """The finished trace (also what :meth:`finish` returned), None until then."""
+        """The finished trace (also what :meth:`finish` returned), None until then, and
+        None for a request that was not kept (see :meth:`keeps`)."""
         return self._trace
+
+    def keeps(self, status: int | None = None, error: str | None = None) -> bool:
+        """Whether the trace will be kept if the request ends now with ``status``."""
+        if self.sampled or error is not None or (status is not None and status >= 500):
+            return True
+        slow = self._slow
+        if slow is not None and time.perf_counter() - self.start >= slow:
+            return True
+        for raw in self._raw or ():
+            if raw[9] is not None:  # the attempt's error
+                return True
+        return any(r.status != "ok" for r in self._records or ())
 
     def snapshot(self, status: int | None = None) -> RequestTrace:
         """The trace so far, without finishing or storing it.
@@ -150,26 +192,45 @@ class ActiveRequest:
         For an ASGI adapter that must send ``Server-Timing`` with the response headers,
         before a streamed body (which may still run weaves) is over.
         """
-        return self._build(status, None, tuple(self._records or ()))
+        return self._build(status, None, list(self._records or ()), list(self._raw or ()))
 
-    def finish(self, status: int | None, error: str | None = None) -> RequestTrace:
+    def finish(self, status: int | None, error: str | None = None) -> RequestTrace | None:
         """Freeze the trace, store it (unless it ran no weave, did not fail, and empties
-        are not kept) and return it. A second call is a bug in the adapter and raises."""
+        are not kept) and return it; None, with nothing built or stored, for a request
+        not kept (not sampled, and neither failed nor slow). A second call is a bug in
+        the adapter and raises."""
         with self._lock:
-            if self._trace is not None:
+            if self._done:
                 raise WeaveStateError(
                     f"request trace {self.id} ({self.method} {self.path}) is already "
                     "finished; call finish() once, or let the recording block finish it"
                 )
+            keep = self.keeps(status, error)
+            self._done = True
             records, self._records = self._records or [], None
-            trace = self._trace = self._build(status, error, tuple(records))
-        if self._store is not None and (trace.records or trace.error or self._keep_empty):
+            raw, self._raw = self._raw or [], None
+            if not keep:
+                return None
+            trace = self._trace = self._build(status, error, records, raw)
+        # A request kept though not sampled (it failed, or was slow) is kept even with no
+        # task rows: it may have collected none (``unsampled_timings=False``).
+        if self._store is not None and (
+            trace.records or trace.error or self._keep_empty or not self.sampled
+        ):
             self._store.add(trace)
         return trace
 
     def _build(
-        self, status: int | None, error: str | None, records: tuple[TraceRecord, ...]
+        self,
+        status: int | None,
+        error: str | None,
+        records: list[TraceRecord],
+        raw: list[RawRecord],
     ) -> RequestTrace:
+        if raw:
+            records += map(build_record, raw)
+        if len(records) > 1:
+            records.sort(key=_start)  # stable: ties keep arrival order
         return RequestTrace(
             id=self.id,
             method=self.method,
@@ -178,7 +239,7 @@ class ActiveRequest:
             started_at=self.started_at,
             start=self.start,
             duration=time.perf_counter() - self.start,
-            records=tuple(sorted(records, key=_start)),  # stable: ties keep arrival order
+            records=tuple(records),
             error=error,
         )
 
@@ -189,32 +250,93 @@ class RequestRecorder:
     ``keep_empty``: also store requests that ran no weave. Off by default so that static
     files, health checks and the trace page itself do not push real traces out of a
     bounded store.
+
+    ``sample_rate`` (0.0 to 1.0): the share of requests recorded in full, drawn with
+    ``sampler`` (a function returning a float in [0, 1), ``random.random`` by default;
+    tests pass their own). A request not drawn is still kept if it fails or runs
+    ``slow_ms`` milliseconds or longer (None: never for being slow). While it runs, a
+    request not drawn collects its tasks' timings and errors only (no annotations, so
+    no SQL), as raw tuples, so that a failed or slow one keeps its task rows; with
+    ``unsampled_timings=False`` it collects nothing at all (its weaves run as with
+    recording off), and a failed or slow one is kept without task rows.
     """
 
-    def __init__(self, store: TraceStore | None = None, *, keep_empty: bool = False) -> None:
+    def __init__(
+        self,
+        store: TraceStore | None = None,
+        *,
+        keep_empty: bool = False,
+        sample_rate: float = 1.0,
+        slow_ms: float | None = None,
+        sampler: Callable[[], float] = random.random,
+        unsampled_timings: bool = True,
+    ) -> None:
         self.store = store
         self.keep_empty = keep_empty
+        self.unsampled_timings = unsampled_timings
+        self._sampler = sampler
+        self.configure_sampling(sample_rate, slow_ms)
 
-    def begin(self, method: str, path: str) -> ActiveRequest:
+    def configure_sampling(self, sample_rate: float, slow_ms: float | None) -> None:
+        """Change the sampling of the requests that begin from now on."""
+        self.sample_rate = sample_rate
+        self.slow_ms = slow_ms
+        self._slow = None if slow_ms is None else slow_ms / 1000
+
+    def begin(self, method: str, path: str, *, sample: bool = True) -> ActiveRequest:
         """A request (or a piece of work) to record by hand: run its weaves inside
-        ``wove.collecting(active.collect)`` and call ``active.finish(...)`` when it is over.
-        For work whose end is not the end of a block (a background weave's ``on_done``)."""
-        return ActiveRequest(method, path, self.store, self.keep_empty)
+        ``wove.lowlevel.collecting_raw(active.collect_raw)`` (or
+        ``wove.collecting(active.collect)``) and call ``active.finish(...)`` when it is
+        over. For work whose end is not the end of a block (a background weave's
+        ``on_done``). ``sample=False``: record it in full whatever the sample rate (the
+        work detached from a request)."""
+        rate = self.sample_rate
+        sampled = not sample or rate >= 1.0 or (rate > 0.0 and self._sampler() < rate)
+        return ActiveRequest(
+            method, path, self.store, self.keep_empty, sampled=sampled, slow=self._slow
+        )
 
-    @contextmanager
-    def recording(self, method: str, path: str) -> Iterator[ActiveRequest]:
+    def collecting(self, active: ActiveRequest) -> AbstractContextManager[None]:
+        """What collects ``active``'s attempts in the block it covers: everything when it
+        was sampled, timings only or nothing when not (``unsampled_timings``)."""
+        if active.sampled:
+            return collecting_raw(active.collect_raw)
+        if self.unsampled_timings:
+            return collecting_raw(active.collect_raw, annotations=False)
+        return nullcontext()
+
+    def recording(self, method: str, path: str) -> AbstractContextManager[ActiveRequest]:
         """Record the weaves run in this block; finish the trace at exit unless the adapter
         already did (status None then, and the exception's text if one escapes)."""
         active = self.begin(method, path)
-        with collecting(active.collect):
-            try:
-                yield active
-            except BaseException as exc:  # cancellation too: the trace says why it ended
-                if not active.finished:
-                    active.finish(None, error=describe(exc))
-                raise
-        if not active.finished:
-            active.finish(None)
+        return _Recording(active, self.collecting(active))
+
+
+class _Recording:
+    """:meth:`RequestRecorder.recording`: a class, as one is entered per request."""
+
+    __slots__ = ("_collecting", "active")
+
+    def __init__(self, active: ActiveRequest, collecting: AbstractContextManager[None]) -> None:
+        self.active = active
+        self._collecting = collecting
+
+    def __enter__(self) -> ActiveRequest:
+        self._collecting.__enter__()
+        return self.active
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        try:
+            active = self.active
+            if not active.finished:  # cancellation too: the trace says why it ended
+                active.finish(None, error=None if exc is None else describe(exc))
+        finally:
+            self._collecting.__exit__(kind, exc, traceback)
 
 
 def describe(exc: BaseException) -> str:
