@@ -119,6 +119,8 @@ def _options(
     """Validated options, one shared object per distinct set (a block's decorators run
     on every run of it)."""
     values = (retries, timeout, workers, limit_per_minute, thread_sensitive, env)
+    if all(value is UNSET for value in values):
+        return NO_OPTIONS  # the shared object, so `options is NO_OPTIONS` finds lean paths
     # Types too: 1 == True and 1 == 1.0, but they are not the same option value.
     key = (*values, *map(type, values), mapped)
     try:

@@ -10,6 +10,7 @@ retry?), :func:`arm_timeout` and :func:`describe_error`.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Final
 from ..errors import TaskTimeout
 from ..lanes import hooks, loops, pool, services, timer
 from ..placement import THREAD, Lane
-from ..task_spec import TaskSpec
+from ..task_spec import NO_OPTIONS, TaskSpec
 from ..tracing import (
     NO_EXTRA,
     AttemptScope,
@@ -298,6 +299,8 @@ def call_sync(
     function, timeout = spec.function, spec.timeout
     wrappers = run.wrappers_for(lane)
     base = run.thread_context if lane == THREAD else run.context
+    if spec.options is NO_OPTIONS and run.recorder is None:
+        return _call_once(function, kwargs, wrappers, base)  # the common case, kept lean
     attempt, start = 0, _perf()
     while True:
         began = _perf()
@@ -394,6 +397,27 @@ async def call_async(
         if not again(run, spec, index, began, attempt, error, extra, timed_out):
             return value, error, start
         attempt += 1
+
+
+def _call_once(
+    function: Callable[..., Any],
+    kwargs: dict[str, Any],
+    wrappers: tuple[hooks.ThreadCallWrapper, ...],
+    base: contextvars.Context,
+) -> Outcome:
+    """One attempt with no option and no observer: no timeout, retry, trace or scope."""
+    start = _perf()
+    context = base.copy()
+    try:
+        if wrappers:
+            value = context.run(hooks.wrapped_call, wrappers, function, kwargs)
+        else:
+            value = context.run(function, **kwargs)
+        if type(value) is CoroutineType:
+            value = _run_to_completion(value, context)
+    except BaseException as error:
+        return None, error, start
+    return value, None, start
 
 
 def _run_to_completion(coroutine: CoroutineType[Any, Any, Any], context: Any) -> Any:
