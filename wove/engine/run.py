@@ -243,8 +243,8 @@ class Run:
                     continue
             if continuation is None and lane == continue_as:
                 continuation, count = work, count - 1
-            for _ in range(count):
-                self._launch(work, lane)
+            if count:
+                self._launch(work, lane, count)
         return continuation
 
     def plain(self, spec: TaskSpec) -> bool:
@@ -265,18 +265,25 @@ class Run:
         kwargs = self.inputs(node.inputs)
         return Mapped(spec, node.item_param, kwargs, items)
 
-    def _launch(self, work: Work, lane: Lane) -> None:
+    def _launch(self, work: Work, lane: Lane, count: int) -> None:
+        """Start ``count`` workers of ``work`` on its lane (a mapped task's workers share
+        one job object: they are alike, and a 1,000-item map launches 1,000 of them)."""
         if lane == THREAD:
             job: Job = functools.partial(workers.sync_worker, self, work, THREAD)
             timeout = self.specs[work if isinstance(work, str) else work.name].timeout
-            self.submit(job if timeout is None else self._waits_for_a_thread(job, work, timeout))
+            submit = self.submit
+            for _ in range(count):
+                submit(job if timeout is None else self._waits_for_a_thread(job, work, timeout))
             return
         if lane == CALLER:
-            self.submit_sensitive(functools.partial(workers.sync_worker, self, work, CALLER))
+            job = functools.partial(workers.sync_worker, self, work, CALLER)
+            for _ in range(count):
+                self.submit_sensitive(job)
             return
         loop = self.loop
         assert loop is not None, "an async task needs a loop"
-        loop.call(lambda: self.spawn(loop.loop, work))
+        for _ in range(count):
+            loop.call(lambda: self.spawn(loop.loop, work))
 
     def _waits_for_a_thread(self, job: Job, work: Work, timeout: float) -> Job:
         """A job of a task with a timeout: if it gets no pool thread within the timeout
