@@ -142,7 +142,12 @@ class Recorder:
         for name in specs:
             if name not in self._seen:
                 now = _perf()
-                self._send(name, None, lanes[name], now, now, 0, reason, None, thread="")
+                self._seen.add(name)
+                raw: RawRecord = (
+                    self.origin, self.run_id, name, None, lanes[name], "", now, now, 0,
+                    reason, None, False,
+                )  # fmt: skip
+                self._emit(raw)
 
     def record(
         self,
@@ -175,50 +180,16 @@ class Recorder:
             extra or None,
             timed_out,
         )
+        self._emit(raw)
+
+    def _emit(self, raw: RawRecord) -> None:
         for append in self.raw:
             try:
                 append(raw)
             except Exception:  # a broken collector must not break the weave
                 services.logger.exception("wove: trace collector %r failed", append)
-        if self.collectors:
-            self._deliver(raw)
-
-    def _send(
-        self,
-        name: str,
-        index: int | None,
-        lane: Lane,
-        start: float,
-        end: float,
-        attempt: int,
-        error: BaseException | None,
-        extra: dict[str, object] | None,
-        thread: str,
-    ) -> None:
-        self._seen.add(name)
-        raw: RawRecord = (
-            self.origin,
-            self.run_id,
-            name,
-            index,
-            lane,
-            thread,
-            start,
-            end,
-            attempt,
-            error,
-            extra or None,
-            False,
-        )
-        for append in self.raw:
-            try:
-                append(raw)
-            except Exception:  # a broken collector must not break the weave
-                services.logger.exception("wove: trace collector %r failed", append)
-        if self.collectors:
-            self._deliver(raw)
-
-    def _deliver(self, raw: RawRecord) -> None:
+        if not self.collectors:
+            return
         record = build_record(raw)
         for collector in self.collectors:
             try:

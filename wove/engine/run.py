@@ -481,13 +481,12 @@ class Run:
             self._on_finish()
         return ready
 
-    def settle_fan_out(self, mapped: Mapped, values: list[Any] | None, calls: int) -> None:
-        """All items of a fanned-out task are done (``values`` None: one failed)."""
+    def settle_fan_out(self, mapped: Mapped, values: list[Any], calls: int) -> None:
+        """All items of a fanned-out task succeeded (after a failure, each item's call
+        ends on its own: see workers.fan_out)."""
         end = _perf()
-        ready: list[str] = []
         with self.lock:
-            if values is not None:
-                ready = self._complete_locked(mapped.name, values, end - mapped.first_start)
+            ready = self._complete_locked(mapped.name, values, end - mapped.first_start)
             # One call stays counted while the ready tasks are dispatched.
             self._running -= calls - 1 if ready else calls
             finished = self._finishing_locked()

@@ -220,15 +220,14 @@ def fan_out(run: Run, loop: asyncio.AbstractEventLoop, mapped: Mapped) -> None:
 
 
 class _FanOut:
-    """A fan-out's progress: whether an item failed, and how many items' calls ended
-    already (after a failure each ends as it settles, so that an item that swallows
-    its cancellation is the only one still counted, and the run can stop waiting)."""
+    """A fan-out's progress: whether the run failed (from then on each item's call ends
+    as it settles, so that an item that swallows its cancellation is the only one still
+    counted, and the run can stop waiting for it)."""
 
-    __slots__ = ("broken", "ended")
+    __slots__ = ("broken",)
 
     def __init__(self) -> None:
         self.broken = False
-        self.ended = 0
 
 
 def _item_settled(
@@ -251,7 +250,6 @@ def _item_settled(
         _release_settled(run, mapped, tasks, state)
         return
     if state.broken:
-        state.ended += 1
         run.end_calls(1)
         return
     if mapped.left:
@@ -267,6 +265,4 @@ def _release_settled(
     if state.broken:
         return
     state.broken = True
-    settled = len(tasks) - mapped.left
-    state.ended = settled
-    run.end_calls(settled)
+    run.end_calls(len(tasks) - mapped.left)  # the items settled so far
