@@ -117,8 +117,11 @@ def sqlite_database(path: Path) -> dict[str, Any]:
     return {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": path,
-        # Writers wait for each other (receipts are written while pages are read).
-        "OPTIONS": {"timeout": 20},
+        # Writers wait for each other (receipts are written while pages are read), and
+        # a transaction takes the write lock when it begins: one that read first and
+        # then wrote would get "database is locked" at once, not wait (two receipts,
+        # from a background thread and a forked child, are written at the same time).
+        "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
     }
 
 
