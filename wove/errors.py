@@ -103,3 +103,40 @@ class RemoteTaskError(WoveError, RuntimeError):
         self.remote_type = remote_type
         self.remote_message = remote_message
         self.remote_traceback = remote_traceback
+
+    #: Whether the function may have started on the worker: a caller may resend a call
+    #: that certainly never started; one that may have started could run twice.
+    may_have_started: bool = True
+
+
+class RemoteNeverRan(RemoteTaskError):
+    """The function never ran: the call was refused (a bad signature, an unknown
+    environment, a replay), expired while queued, or was never delivered. Resending it
+    is safe, and ``retries=`` does."""
+
+    may_have_started = False
+
+
+class RemoteResultLost(RemoteTaskError):
+    """The function ran (it may have finished) but its result or error never reached the
+    caller: the result backend failed while it was stored or read. Resending could run
+    non-idempotent work twice, so ``retries=`` does not, unless the task is declared
+    idempotent."""
+
+
+class RemoteWorkerLost(RemoteTaskError):
+    """The worker holding the call was lost (killed, out of memory, its machine gone)
+    and its liveness signal stopped. ``may_have_started`` says whether the function may
+    have started before (a call claimed by a worker may have)."""
+
+    def __init__(
+        self,
+        task: str,
+        remote_type: str,
+        remote_message: str,
+        remote_traceback: str | None,
+        *,
+        may_have_started: bool = True,
+    ) -> None:
+        super().__init__(task, remote_type, remote_message, remote_traceback)
+        self.may_have_started = may_have_started
