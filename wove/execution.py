@@ -55,6 +55,8 @@ def new_run(
     loop: LoopBinding | None,
     on_finish: Callable[[], None],
     submit_sensitive: Callable[[lanes.Job], None],
+    *,
+    sensitive_thread: bool = True,
 ) -> Run:
     submit = lanes.thread_pool().submit
     if recipe.max_workers is not None:
@@ -63,6 +65,7 @@ def new_run(
         graph,
         thread_sensitive=recipe.thread_sensitive,
         policy=settings().thread_sensitive_now,
+        ask_async=bool(lanes.async_call_wrappers()),
     )
     return Run(
         graph,
@@ -74,6 +77,7 @@ def new_run(
         origin=recipe.origin,
         stuck_after=settings().stuck_after if recipe.debug else None,
         submit_sensitive=submit_sensitive,
+        sensitive_thread=sensitive_thread,
     )
 
 
@@ -113,7 +117,8 @@ async def run_awaiting(recipe: Recipe, graph: Graph) -> Run:
         binding.call(set_finished)
 
     sensitive = lanes.SensitiveLane(binding.loop)
-    run = new_run(recipe, graph, binding, on_finish, sensitive.submit)
+    # (Its thread-sensitive lane is asgiref's, which async calls reach by themselves.)
+    run = new_run(recipe, graph, binding, on_finish, sensitive.submit, sensitive_thread=False)
     # A loop started inside a sync task on a pool thread (asyncio.run, async_to_sync)
     # blocks that thread until this run ends: the pool lends one meanwhile.
     with lanes.thread_pool().blocking(nested_loop=True):

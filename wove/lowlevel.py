@@ -15,6 +15,11 @@ Tracing
     keeps few of the attempts it sees (the adapters' sampled request traces): it gets
     each as a plain :data:`RawRecord` tuple and makes the :class:`~wove.TraceRecord` of
     the ones it keeps with :func:`build_record`.
+Async task calls
+    :func:`add_async_call_wrapper` wraps every async task call, and hands it the thread
+    its thread-sensitive sync work belongs on (its own, from Wove's pool; or the
+    caller's, inside a transaction): the Django adapter runs each async task's ORM
+    queries there.
 Sync calls under a timeout
     :func:`on_abandon` and :func:`call_abandoned`: database integrations cancel the
     running query of a call abandoned at its timeout, and start no new one.
@@ -35,6 +40,7 @@ from __future__ import annotations
 
 from .engine.timed import call_abandoned, on_abandon
 from .environments import DetachedWeave, RemoteCall, get_env
+from .lanes.hooks import add_async_call_wrapper
 from .lanes.services import logger, start_service
 from .result import RESERVED_NAMES
 from .task_spec import is_async_callable
@@ -58,6 +64,7 @@ __all__ = [
     "RawRecord",
     "RemoteCall",
     "WeaveScope",
+    "add_async_call_wrapper",
     "add_instrument",
     "annotating",
     "build_record",

@@ -32,9 +32,11 @@ REMOTE: Final = "remote"
 
 @dataclass(frozen=True, slots=True)
 class Placement:
-    """Each task's lane."""
+    """Each task's lane, and whether async tasks' thread-sensitive work stays with the
+    caller (what the thread-sensitive default says, e.g. inside a transaction)."""
 
     lanes: Mapping[str, Lane]
+    async_sensitive: bool = False
 
 
 def place(
@@ -42,11 +44,14 @@ def place(
     *,
     thread_sensitive: bool | None,
     policy: Callable[[], bool],
+    ask_async: bool = False,
 ) -> Placement:
     """Each task's lane: async tasks on the loop (``"remote"`` when routed to an env),
     sync tasks on the caller's thread when thread-sensitive (the task's own choice, else
     the weave's ``thread_sensitive``, else ``policy()``, asked once on the caller's
-    thread), else on the pool."""
+    thread), else on the pool. With ``ask_async`` (someone wraps async calls), the same
+    default tells whether the thread-sensitive work of local async tasks stays with the
+    caller."""
     lanes: dict[str, Lane] = {}
     asked: list[bool] = []
 
@@ -57,10 +62,12 @@ def place(
             asked.append(bool(policy()))
         return asked[0]
 
+    async_sensitive = False
     for name, spec in graph.specs.items():
         if spec.is_async:
             lanes[name] = REMOTE if spec.env else LOOP
+            async_sensitive = async_sensitive or (ask_async and not spec.env and default())
             continue
         choice = spec.thread_sensitive
         lanes[name] = CALLER if (default() if choice is None else choice) else THREAD
-    return Placement(MappingProxyType(lanes))
+    return Placement(MappingProxyType(lanes), async_sensitive)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ..errors import TaskTimeout
 from ..lanes import hooks, loops, pool, services, timer
+from ..lanes.task_thread import TaskThread
 from ..placement import THREAD, Lane
 from ..task_spec import NO_OPTIONS, TaskSpec
 from ..tracing import (
@@ -318,6 +320,8 @@ async def call_async(
     ``KeyboardInterrupt`` and ``SystemExit`` included, is the call's outcome, so it never
     reaches the event loop."""
     function, timeout = spec.function, spec.timeout
+    if run.async_wrappers:
+        function = functools.partial(wrapped_async, run, function)
     attempt, start = 0, _perf()
     while True:
         began = _perf()
@@ -368,6 +372,31 @@ async def call_async(
         if not again(run, spec, index, began, attempt, error, extra, timed_out):
             return value, error, start
         attempt += 1
+
+
+async def wrapped_async(run: Run, function: Callable[..., Any], /, **kwargs: Any) -> Any:
+    """An async call inside the async-call wrappers, with the thread of its
+    thread-sensitive work (``run.task_thread()``) given back when it ends: awaited, so
+    its cleanup (a database connection closed) is done when the call is."""
+    thread = run.task_thread()
+    call = functools.partial(function, **kwargs)
+    try:
+        value = await hooks.wrapped_async_call(run.async_wrappers, call, thread)
+    except asyncio.CancelledError:
+        if thread is not None:
+            thread.close()  # (not awaited: a cancelled call does not wait for its thread)
+        raise
+    except BaseException:
+        await _given_back(thread)
+        raise
+    await _given_back(thread)
+    return value
+
+
+async def _given_back(thread: TaskThread | None) -> None:
+    ended = thread.close() if thread is not None else None
+    if ended is not None:
+        await asyncio.wrap_future(ended)
 
 
 def _call_once(

@@ -27,6 +27,7 @@ from ..errors import TaskTimeout
 from ..graph import DATA, Graph, check_iterable
 from ..lanes import hooks, loops, pool, services, timer
 from ..lanes.services import Job
+from ..lanes.task_thread import TaskThread
 from ..placement import CALLER, LOOP, THREAD, Lane, Placement
 from ..result import WoveResult
 from ..task_spec import NO_OPTIONS, TaskSpec
@@ -103,6 +104,7 @@ class Run:
         origin: str,
         stuck_after: float | None = None,
         submit_sensitive: Callable[[Job], None] | None = None,
+        sensitive_thread: bool = True,
     ) -> None:
         self.origin = origin
         self.id = next(_ids)
@@ -116,6 +118,15 @@ class Run:
         self.submit_sensitive = submit_sensitive or submit
         self._wrappers = hooks.thread_call_wrappers()
         self._caller_wrappers = hooks.caller_thread_wrappers()
+        self.async_wrappers = hooks.async_call_wrappers()
+        # Where async calls' thread-sensitive work goes: None, a thread of each call's own;
+        # else the thread-sensitive lane (when that lane is a thread, not an async
+        # caller's own executor: there the work goes where the caller's library sends it).
+        self._async_route: Callable[[Job], None] | None = None
+        self._async_stays = False
+        if placement.async_sensitive:
+            self._async_route = self.submit_sensitive if sensitive_thread else None
+            self._async_stays = not sensitive_thread
         self._notify_finished = on_finish
         self.lock = threading.Lock()
         self.values: dict[str, Any] = {**data, DATA: dict(data)}
@@ -203,6 +214,13 @@ class Run:
     @property
     def failed(self) -> bool:
         return self._failure is not None
+
+    def task_thread(self) -> TaskThread | None:
+        """The thread for the thread-sensitive work of one async call (see
+        ``hooks.add_async_call_wrapper``); None: it stays where the caller's is."""
+        if self._async_stays:
+            return None
+        return TaskThread(self._async_route)
 
     def wrappers_for(self, lane: Lane) -> tuple[hooks.ThreadCallWrapper, ...]:
         """Pool threads get every wrapper; the caller's thread only the observing ones."""

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ..lanes import timer
 from ..placement import CALLER, LOOP, THREAD, Lane
 from ..task_spec import NO_OPTIONS
-from .attempt import ABANDONED, call_async, call_sync
+from .attempt import ABANDONED, call_async, call_sync, wrapped_async
 from .mapped import Mapped, Work
 
 if TYPE_CHECKING:
@@ -113,6 +113,7 @@ async def _async_chain(run: Run, name: str | None) -> Work | None:
     # Timings only (no annotations, no instrument): the lean path, plus the record.
     timings = recorder is not None and not recorder.annotate and not recorder.scopes
     lean = recorder is None or timings
+    wrapped = bool(run.async_wrappers)
     while name is not None:
         spec = specs[name]
         # (run.inputs, inlined: this runs once per link of every async chain)
@@ -122,7 +123,10 @@ async def _async_chain(run: Run, name: str | None) -> Work | None:
                 start = _perf()  # the common case, kept lean
                 error: BaseException | None = None
                 try:
-                    value = await spec.function(**kwargs)
+                    if wrapped:
+                        value = await wrapped_async(run, spec.function, **kwargs)
+                    else:
+                        value = await spec.function(**kwargs)
                 except asyncio.CancelledError:
                     raise
                 except BaseException as exc:  # KeyboardInterrupt too: never to the loop
@@ -188,10 +192,12 @@ class _Raised:
         self.error = error
 
 
-async def _item(function: Any, kwargs: dict[str, Any], item_param: str, item: Any) -> Any:
+async def _item(run: Run, function: Any, kwargs: dict[str, Any], item_param: str, item: Any) -> Any:
     # The item's coroutine is made when its task first runs, as late as gather's would be
     # awaited: a pending item holds only this frame.
     try:
+        if run.async_wrappers:
+            return await wrapped_async(run, function, **kwargs, **{item_param: item})
         return await function(**kwargs, **{item_param: item})
     except asyncio.CancelledError as cancelled:
         if _cancelled_from_outside():
@@ -212,7 +218,9 @@ def fan_out(run: Run, loop: asyncio.AbstractEventLoop, mapped: Mapped) -> None:
     state = _FanOut()
     settle = functools.partial(_item_settled, run, mapped, tasks, state)
     for item in mapped.items:
-        task = loop.create_task(_item(function, kwargs, item_param, item), context=context.copy())
+        task = loop.create_task(
+            _item(run, function, kwargs, item_param, item), context=context.copy()
+        )
         task.add_done_callback(settle)
         tasks.append(task)
     run.count_calls(len(tasks))  # none of them has run yet: this callback holds the loop

@@ -11,16 +11,26 @@ Each thread service is a small module with its own lock, its own process-wide in
 * :mod:`~wove.lanes.caller`: the caller's lane (thread-sensitive tasks) and how a sync
   caller waits;
 * :mod:`~wove.lanes.dedicated`: which of Wove's threads a waiting weave blocks;
-* :mod:`~wove.lanes.hooks`: the thread-call wrappers integrations register;
+* :mod:`~wove.lanes.hooks`: the thread-call and async-call wrappers integrations
+  register;
+* :mod:`~wove.lanes.task_thread`: the thread of one async task call's thread-sensitive
+  work;
 * :mod:`~wove.lanes.services`: what they share: the logger, jobs that never raise, and
   the loop that keeps a service alive through an unexpected error.
 """
 
 from .caller import CallerWaiter, SensitiveLane, SerialThread, serial_thread
-from .hooks import add_thread_call_wrapper, caller_thread_wrappers, thread_call_wrappers
+from .hooks import (
+    add_async_call_wrapper,
+    add_thread_call_wrapper,
+    async_call_wrappers,
+    caller_thread_wrappers,
+    thread_call_wrappers,
+)
 from .loops import LoopThread, call_on_loop, loop_for_sync_caller, run_coroutine
 from .pool import Limiter, ThreadPool, set_max_threads, thread_pool
 from .services import Job, logger, reap, start_service, where_is
+from .task_thread import TaskThread
 from .timer import Deadline, DeadlineWatcher, deadlines
 
 __all__ = [
@@ -32,8 +42,11 @@ __all__ = [
     "LoopThread",
     "SensitiveLane",
     "SerialThread",
+    "TaskThread",
     "ThreadPool",
+    "add_async_call_wrapper",
     "add_thread_call_wrapper",
+    "async_call_wrappers",
     "call_on_loop",
     "caller_thread_wrappers",
     "deadlines",

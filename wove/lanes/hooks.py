@@ -1,4 +1,5 @@
-"""Thread-call wrappers and thread-exit hooks: what integrations put around sync calls.
+"""Thread-call wrappers and thread-exit hooks: what integrations put around sync calls;
+async-call wrappers: what they put around async task calls.
 
 The registry is read on every sync task call, so it is kept as ready-made tuples that
 are replaced whole (under this module's lock) and read without a lock.
@@ -7,13 +8,16 @@ are replaced whole (under this module's lock) and read without a lock.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
 from .services import logger
 
 ThreadCallWrapper = Callable[[Callable[[], Any]], Any]
+AsyncCall = Callable[[], Awaitable[Any]]
+AsyncCallWrapper = Callable[[AsyncCall, Executor | None], Awaitable[Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +31,8 @@ _lock = threading.Lock()
 _registered: tuple[_Registered, ...] = ()
 _wrappers: tuple[ThreadCallWrapper, ...] = ()
 _caller_wrappers: tuple[ThreadCallWrapper, ...] = ()
+_async_entries: tuple[tuple[object, AsyncCallWrapper], ...] = ()
+_async_wrappers: tuple[AsyncCallWrapper, ...] = ()
 
 
 def add_thread_call_wrapper(
@@ -104,3 +110,55 @@ def wrapped_call(
 
 def _bind(wrapper: ThreadCallWrapper, call: Callable[[], Any]) -> Callable[[], Any]:
     return lambda: wrapper(call)
+
+
+def add_async_call_wrapper(wrapper: AsyncCallWrapper) -> Callable[[], None]:
+    """Run every async task call (each attempt, each item of a mapped task) as
+    ``await wrapper(call, thread)``, in that call's context on its event loop.
+
+    ``wrapper`` must await ``call()`` once and return its value. ``thread`` is where the
+    call's thread-sensitive sync work belongs: a ``concurrent.futures.Executor`` that runs
+    one function at a time, in order, on one thread. When the weave keeps thread-sensitive
+    work with its caller (``thread_sensitive=True``, or the configured policy says so:
+    inside a database transaction), it sends every function to the caller's thread (a
+    sync caller's, or the dedicated one of a background weave); otherwise the thread is
+    the call's own: a thread of Wove's pool, counted against ``max_threads``, taken at
+    the first function and held until the call ends, its whole session inside the
+    thread-call wrappers (``add_thread_call_wrapper``), like a sync task's call. It is
+    ``None`` when an async caller keeps thread-sensitive work with it: leave such work
+    where the caller's library sends it. The Django adapter hands ``thread`` to
+    asgiref's ``sync_to_async(thread_sensitive=True)``, so each async task runs its ORM
+    queries on a thread and connection of its own. Applies to weaves started after the
+    call; returns a function that removes the registration.
+    """
+    global _async_entries, _async_wrappers
+    entry = (object(), wrapper)  # removed by identity, even if registered twice
+    with _lock:
+        _async_entries = (*_async_entries, entry)
+        _async_wrappers = tuple(e[1] for e in _async_entries)
+
+    def remove() -> None:
+        global _async_entries, _async_wrappers
+        with _lock:
+            _async_entries = tuple(e for e in _async_entries if e is not entry)
+            _async_wrappers = tuple(e[1] for e in _async_entries)
+
+    return remove
+
+
+def async_call_wrappers() -> tuple[AsyncCallWrapper, ...]:
+    """The wrappers of async task calls."""
+    return _async_wrappers
+
+
+def wrapped_async_call(
+    wrappers: tuple[AsyncCallWrapper, ...], call: AsyncCall, thread: Executor | None
+) -> Awaitable[Any]:
+    """``call()`` inside every wrapper (the first registered is the outermost)."""
+    for wrapper in reversed(wrappers):
+        call = _bind_async(wrapper, call, thread)
+    return call()
+
+
+def _bind_async(wrapper: AsyncCallWrapper, call: AsyncCall, thread: Executor | None) -> AsyncCall:
+    return lambda: wrapper(call, thread)

@@ -34,4 +34,7 @@ urlpatterns += [
     path("slow-queries-timeout/", server_views.slow_queries_timeout),
     path("fill-pool/", server_views.fill_pool),
     path("thread-report/", server_views.thread_report),
+    # tests/django/test_async_orm.py
+    path("async-orm/", server_views.async_orm),
+    path("async-orm-in-atomic/", server_views.async_orm_in_atomic),
 ]

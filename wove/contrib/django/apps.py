@@ -10,8 +10,9 @@ from django.db import connections as django_connections
 from django.db.backends.signals import connection_created
 
 import wove
+from wove.lowlevel import add_async_call_wrapper
 
-from . import cancel, conf, connections, hints, queries
+from . import cancel, conf, connections, hints, queries, task_threads
 
 _lock = threading.Lock()
 _removers: list[Callable[[], None]] = []
@@ -45,9 +46,10 @@ def install() -> None:
     """Apply the ``WOVE`` settings to the core; again whenever they change.
 
     Registers the connection hygiene, query counting and query cancelling thread-call
-    wrappers, the transaction rule for thread-sensitive defaults, the ORM advice on async
-    tasks, the remote environments of ``ENVIRONMENTS``, and the forked-child hook that
-    forgets inherited connections.
+    wrappers, the transaction rule for thread-sensitive defaults, a thread of its own
+    for each async task's async ORM calls, the ORM advice on async tasks, the remote
+    environments of ``ENVIRONMENTS``, and the forked-child hook that forgets inherited
+    connections.
     """
     global _forked_hook_added, _max_threads_set
     with _lock:
@@ -81,6 +83,9 @@ def install() -> None:
         _removers.append(_stop_cancelling)
         for connection in django_connections.all(initialized_only=True):
             cancel.install_on(None, connection)
+        # Each async task's async ORM calls on a thread of its own (in parallel), inside
+        # the hygiene above; inside a transaction, on the caller's thread.
+        _removers.append(add_async_call_wrapper(task_threads.own_thread))
         _removers.append(wove.add_error_hint(hints.orm_lane_hint))
         for name, env in options.environments.items():
             _removers.append(wove.register_env(name, env))

@@ -231,3 +231,81 @@ def thread_report(request: HttpRequest) -> JsonResponse:
             frame = frame.f_back
     names = sorted(thread.name for thread in threading.enumerate())
     return JsonResponse({"pid": os.getpid(), "threads": names, "busy_pool_threads": busy})
+
+
+# tests/django/test_async_orm.py: the async ORM of async tasks, in parallel.
+
+#: One query per task that sleeps, after counting the queries of its kind running at
+#: that moment (itself included): the last of overlapping queries to start sees them all.
+OVERLAP_SQL = (
+    "SELECT 1 AS id, pg_backend_pid() AS backend, (SELECT count(*) FROM pg_stat_activity "
+    "WHERE datname = current_database() AND state = 'active' "
+    "AND query LIKE 'SELECT 1 AS id, pg_backend_pid() AS backend%%') AS seen, "
+    "pg_sleep(%s) AS nap"
+)
+
+
+async def _overlapping_query(seconds: float) -> dict[str, int]:
+    [row] = [row async for row in Author.objects.raw(OVERLAP_SQL, [seconds])]
+    return {"backend": row.backend, "seen": row.seen}
+
+
+async def async_orm(request: HttpRequest) -> JsonResponse:
+    """Five async tasks, each one async-ORM query: each on a connection of its own, at the
+    same time. Returns each task's backend and how many of the queries it saw running."""
+    seconds = float(request.GET.get("sleep", "0.3"))
+    async with weave() as w:
+
+        @w.do
+        async def first() -> dict[str, int]:
+            return await _overlapping_query(seconds)
+
+        @w.do
+        async def second() -> dict[str, int]:
+            return await _overlapping_query(seconds)
+
+        @w.do
+        async def third() -> dict[str, int]:
+            return await _overlapping_query(seconds)
+
+        @w.do
+        async def fourth() -> dict[str, int]:
+            return await _overlapping_query(seconds)
+
+        @w.do
+        async def fifth() -> dict[str, int]:
+            return await _overlapping_query(seconds)
+
+    names = ("first", "second", "third", "fourth", "fifth")
+    return JsonResponse({name: w.result[name] for name in names})
+
+
+def _atomic_weave(name: str) -> dict[str, bool]:
+    """Inside transaction.atomic: write a row, then read it from async tasks."""
+    from django.db import transaction
+
+    with transaction.atomic():
+        Author.objects.create(name=name)
+        with weave() as w:
+
+            @w.do
+            async def seen() -> bool:
+                return await Author.objects.filter(name=name).aexists()
+
+            @w.do
+            async def counted() -> int:
+                return await Author.objects.filter(name=name).acount()
+
+        transaction.set_rollback(True)  # the row was never committed
+    return {"seen": w.result["seen"], "counted": w.result["counted"] == 1}
+
+
+async def async_orm_in_atomic(request: HttpRequest) -> JsonResponse:
+    """An async view whose sync code opens a transaction and runs a weave of async tasks:
+    their async ORM calls run on the transaction's connection."""
+    from asgiref.sync import sync_to_async
+
+    name = f"uncommitted {time.monotonic_ns()}"
+    result = await sync_to_async(_atomic_weave)(name)
+    committed = await Author.objects.filter(name=name).aexists()
+    return JsonResponse({**result, "committed": committed})

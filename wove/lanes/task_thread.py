@@ -1,0 +1,139 @@
+"""A thread for the thread-sensitive work of one async task call.
+
+Thread-sensitive sync calls (asgiref's ``sync_to_async(thread_sensitive=True)``, and so
+Django's async ORM) run one at a time, in order, on one thread. With one such thread per
+request, every async task of a weave queues behind the others. A :class:`TaskThread` is
+the thread of one async task call instead:
+
+- its own: a thread borrowed from the shared pool at the call's first submit (so it
+  counts against ``max_threads``), held until the call ends, its whole session inside
+  the thread-call wrappers, as a pool task's call is (a database integration opens the
+  thread's connection for the session and closes or returns it at the end);
+- or the lane of thread-sensitive sync tasks, when the weave keeps thread-sensitive
+  work with its caller (inside a transaction): every call goes there, in order.
+
+An integration maps it onto its library (``wove.lowlevel.add_async_call_wrapper``).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
+from typing import Any, Final
+
+from . import hooks, pool
+from .services import Job
+
+_CLOSE: Final = object()
+
+_Item = tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+
+
+class TaskThread(Executor):
+    """An executor running one call at a time, in submission order, on one thread.
+
+    ``route`` None: a pool thread of its own, taken at the first submit and given back
+    by :meth:`close`. Else each call is sent to ``route`` (a serial lane: the waiting
+    caller's thread), inside the thread-call wrappers that apply there."""
+
+    def __init__(self, route: Callable[[Job], None] | None = None) -> None:
+        self._route = route
+        self._lock = threading.Lock()
+        self._items: list[_Item] = []
+        self._ready = threading.Condition(self._lock)
+        self._started = False
+        self._closed = False
+        self._ended: Future[None] | None = None
+        self._context: contextvars.Context | None = None
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        """Run ``fn(*args, **kwargs)`` after the calls submitted before it; its future."""
+        future: Future[Any] = Future()
+        item: _Item = (future, fn, args, kwargs)
+        route = self._route
+        with self._lock:
+            if self._closed:
+                raise RuntimeError(
+                    "cannot schedule new futures after the async task call that owns this "
+                    "thread has ended"
+                )
+            if route is None:
+                self._items.append(item)
+                self._ready.notify()
+            start = not self._started
+            self._started = True
+        if start:
+            # The submitting task call's context (its trace annotations, say): the
+            # wrappers run in it, as they do around a sync task's call.
+            context = contextvars.copy_context()
+            context.run(pool.in_pool_call.set, route is None)
+            self._context = context
+            if route is None:
+                self._ended = Future()
+                pool.thread_pool().submit(self._session)
+        if route is not None:
+            assert self._context is not None
+            route(lambda: self._routed(item))
+        return future
+
+    def close(self) -> Future[None] | None:
+        """No more calls: the session ends after the calls already submitted. A future
+        set once the thread has been given back (after its wrappers' cleanup), or None
+        when there is nothing to wait for."""
+        with self._lock:
+            self._closed = True
+            self._ready.notify()
+        return self._ended
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        if cancel_futures:
+            with self._lock:
+                for future, *_ in self._items:
+                    future.cancel()
+        ended = self.close()
+        if wait and ended is not None:
+            ended.result()
+
+    # --- its own thread -------------------------------------------------------------
+
+    def _session(self) -> None:
+        assert self._context is not None
+        assert self._ended is not None
+        try:
+            self._context.run(hooks.wrapped_call, hooks.thread_call_wrappers(), self._serve, {})
+        finally:
+            self._context = None
+            self._ended.set_result(None)
+
+    def _serve(self) -> None:
+        lock, items = self._lock, self._items
+        while True:
+            with lock:
+                while not items and not self._closed:
+                    self._ready.wait()
+                if not items:
+                    return
+                item = items.pop(0)
+            _run(item)
+            del item
+
+    # --- the caller's lane ----------------------------------------------------------
+
+    def _routed(self, item: _Item) -> None:
+        context = self._context
+        assert context is not None
+        context.run(hooks.wrapped_call, hooks.caller_thread_wrappers(), _run, {"item": item})
+
+
+def _run(item: _Item) -> None:
+    future, fn, args, kwargs = item
+    if not future.set_running_or_notify_cancel():
+        return
+    try:
+        result = fn(*args, **kwargs)
+    except BaseException as error:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
