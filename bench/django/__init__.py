@@ -5,11 +5,15 @@
   median latency / the slowest single query run alone (target <= 1.3; sequential is
   about 5). Twice: with Django's connection pool (``django-pg``) and without one
   (``django-pg-nopool``, ``CONN_MAX_AGE = 0``: each task opens its own connection).
+- ``django-async-pg``: the same page as an async view, five async tasks each running
+  one async-ORM query, through Django's ASGI handler in-process (target <= 1.3; with
+  one thread for the request's async ORM, about 5): with Django's pool and without.
 - ``django-mw``: a view with a 10-task weave (trivial tasks) through a handler with
   ``WoveMiddleware`` / the same handler without it (target <= 1.05), in-process.
 - ``django-mw-query``: the same with ten tasks each running one fast query.
 - ``django-server-pg``, ``django-server-mw``: the same two questions through a real
-  gunicorn (gthread) server on 127.0.0.1, hit by a keep-alive client.
+  gunicorn (gthread) server on 127.0.0.1, hit by a keep-alive client;
+  ``django-server-async-pg``: the async page through a real uvicorn.
 
 Django is configured only in the processes these start (``bench/django/child.py`` and
 the servers, with ``DJANGO_SETTINGS_MODULE=bench.django.settings``), never in the
@@ -37,7 +41,7 @@ from types import ModuleType
 from typing import Any
 
 from ..harness import MIN_RUNS, Row, Skipped, Workload
-from .servers import Client, Gunicorn
+from .servers import Client, Gunicorn, Uvicorn
 from .timing import interleaved, per_call
 
 REPO = Path(__file__).resolve().parents[2]
@@ -118,6 +122,14 @@ def _measure_pg(runs: int) -> list[Row]:
         return [
             *_child("pg", runs, BENCH_DATABASE_URL=server.url, BENCH_DB_POOL="1"),
             *_child("pg", runs, BENCH_DATABASE_URL=server.url, BENCH_DB_POOL="0"),
+        ]
+
+
+def _measure_async_pg(runs: int) -> list[Row]:
+    with _postgres() as server:
+        return [
+            *_child("async-pg", runs, BENCH_DATABASE_URL=server.url, BENCH_DB_POOL="1"),
+            *_child("async-pg", runs, BENCH_DATABASE_URL=server.url, BENCH_DB_POOL="0"),
         ]
 
 
@@ -205,12 +217,68 @@ def _measure_server_pg(runs: int) -> list[Row]:
     ]
 
 
+def _measure_server_async_pg(runs: int) -> list[Row]:
+    with _postgres() as pg:
+        env = {"BENCH_DATABASE_URL": pg.url, "BENCH_DB_POOL": "1"}
+        servers = {
+            "wove": Uvicorn(env),
+            "shared": Uvicorn({**env, "BENCH_ASYNC_TASK_THREADS": "0"}),
+        }
+        try:
+            clients = {side: Client(server.port) for side, server in servers.items()}
+            expected = {part: part for part in PARTS}
+            for client in clients.values():
+                for page in ("async", "async-sequential"):
+                    if json.loads(client.get(f"/author/{page}/")) != expected:
+                        raise AssertionError(f"/author/{page}/: wrong body")
+            paths = {
+                "wove": (clients["wove"], "/author/async/"),
+                "sequential": (clients["wove"], "/author/async-sequential/"),
+                "shared": (clients["shared"], "/author/async/"),  # before: one thread
+            }
+            times: dict[str, list[float]] = {"single": [], **{key: [] for key in paths}}
+            with pg.connect() as connection:
+                _raw_query(connection)
+                for _ in range(max(runs, MIN_RUNS) * 3):
+                    times["single"].append(_raw_query(connection))
+                    for key, (client, path) in paths.items():
+                        times[key].append(per_call(functools.partial(client.get, path), 1))
+            for client in clients.values():
+                client.close()
+        finally:
+            for server in servers.values():
+                server.stop()
+    median = {key: statistics.median(values) for key, values in times.items()}
+    single = median["single"]
+    return [
+        Row(
+            name="django-server-async-pg",
+            wove=median["wove"],
+            baseline=single,
+            unit="s",
+            target=1.3,
+            runs=len(times["wove"]),
+            note=f"Django's connection pool; 5 async tasks x async-ORM pg_sleep({QUERY_SECONDS}), "
+            f"uvicorn, client on 127.0.0.1; before (ASYNC_TASK_THREADS off) "
+            f"{median['shared'] * 1e3:.1f} ms = {median['shared'] / single:.2f} x; sequential "
+            f"awaits {median['sequential'] * 1e3:.1f} ms = {median['sequential'] / single:.2f} x "
+            "the single query (psycopg, no Django)",
+        )
+    ]
+
+
 WORKLOADS = [
     Workload(
         "django-pg",
         "Django author view, 5 independent pg_sleep(0.05) queries in a weave, median "
         "latency / the slowest single query alone (PostgreSQL; with and without a pool)",
         _measure_pg,
+    ),
+    Workload(
+        "django-async-pg",
+        "the author view as an async view, 5 async tasks each running one async-ORM "
+        "pg_sleep(0.05) query, median latency / the single query (in-process ASGI)",
+        _measure_async_pg,
     ),
     Workload(
         "django-mw",
@@ -227,6 +295,11 @@ WORKLOADS = [
         "django-server-pg",
         "the author view through gunicorn (gthread) on 127.0.0.1 / the single query",
         _measure_server_pg,
+    ),
+    Workload(
+        "django-server-async-pg",
+        "the async author view through uvicorn on 127.0.0.1 / the single query",
+        _measure_server_async_pg,
     ),
     Workload(
         "django-server-mw",

@@ -14,10 +14,14 @@ socket in between. The last line of output is the JSON list of result rows.
 - ``overhead-query``: the same with a view whose ten tasks run one fast query each.
 - ``pg``: the author page (five 50 ms ``pg_sleep`` queries) with Wove and sequentially,
   against the slowest single query run alone.
+- ``async-pg``: the same page as an async view of five async tasks, one async-ORM query
+  each, through Django's ASGI handler called on an event loop of this process; with the
+  async tasks' threads of their own, and without them (``ASYNC_TASK_THREADS`` off).
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import io
@@ -35,6 +39,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.django.settings")
 django.setup()
 
 from django.conf import settings  # noqa: E402
+from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 from django.core.handlers.wsgi import WSGIHandler  # noqa: E402
 from django.db import connection  # noqa: E402
 from django.test.utils import override_settings  # noqa: E402
@@ -210,6 +215,103 @@ def author_page(runs: int, name: str, how: str) -> list[Row]:
     ]
 
 
+async def aget(app: ASGIHandler, path: str) -> bytes:
+    """One GET through ``app``, as an ASGI server would make it; the body."""
+    scope: dict[str, Any] = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"127.0.0.1")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 80),
+    }
+    sent: list[dict[str, Any]] = []
+    received = False
+    never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def receive() -> dict[str, Any]:
+        nonlocal received
+        if not received:
+            received = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await never  # no disconnect: Django cancels this wait when it has responded
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    status = next((m["status"] for m in sent if m["type"] == "http.response.start"), None)
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    if status != 200:
+        raise AssertionError(f"GET {path}: {status} {body[:500]!r}")
+    return body
+
+
+def async_author_page(runs: int, name: str, how: str) -> list[Row]:
+    app = ASGIHandler()
+    loop = asyncio.new_event_loop()
+    expected = {part: part for part in PARTS}
+    shared = {**settings.WOVE, "ASYNC_TASK_THREADS": False}
+
+    def timed(path: str, expect: dict[str, str] = expected) -> float:
+        start = time.perf_counter()
+        body = loop.run_until_complete(aget(app, path))
+        took = time.perf_counter() - start
+        if json.loads(body) != expect:
+            raise AssertionError(f"{path}: wrong body {body[:300]!r}")
+        return took
+
+    try:
+        for path in ("/author/async/", "/author/async-sequential/"):
+            timed(path)
+        single_query()
+        times: dict[str, list[float]] = {
+            "single": [],
+            "wove": [],
+            "sequential": [],
+            "shared": [],
+            "one-query": [],
+        }
+        for _ in range(max(runs, MIN_RUNS) * 3):
+            times["single"].append(single_query())
+            times["wove"].append(timed("/author/async/"))
+            times["sequential"].append(timed("/author/async-sequential/"))
+            times["one-query"].append(timed("/author/async-one-query/", {"author": "author"}))
+            with override_settings(WOVE=shared):
+                times["shared"].append(timed("/author/async/"))
+        connection.close()
+    finally:
+        loop.close()
+    median = {key: statistics.median(values) for key, values in times.items()}
+    single = median["single"]
+    note = (
+        f"{how}; 5 async tasks x async-ORM pg_sleep({QUERY_SECONDS}), in-process ASGI; "
+        f"before (ASYNC_TASK_THREADS off: one thread for the request) "
+        f"{median['shared'] * 1e3:.1f} ms = {median['shared'] / single:.2f} x; sequential "
+        f"awaits {median['sequential'] * 1e3:.1f} ms = {median['sequential'] / single:.2f} x, "
+        f"one-query async view {median['one-query'] * 1e3:.1f} ms = "
+        f"{median['one-query'] / single:.2f} x the single query"
+    )
+    return [
+        Row(
+            name=name,
+            wove=median["wove"],
+            baseline=single,
+            unit="s",
+            target=1.3,
+            runs=len(times["wove"]),
+            note=note,
+        )
+    ]
+
+
 def main(argv: list[str]) -> None:
     what, runs = argv[0], int(argv[1])
     if what == "overhead":
@@ -230,6 +332,13 @@ def main(argv: list[str]) -> None:
         rows = author_page(
             runs,
             "django-pg" if pooled else "django-pg-nopool",
+            "Django's connection pool" if pooled else "no pool, CONN_MAX_AGE=0",
+        )
+    elif what == "async-pg":
+        pooled = os.environ.get("BENCH_DB_POOL", "1") != "0"
+        rows = async_author_page(
+            runs,
+            "django-async-pg" if pooled else "django-async-pg-nopool",
             "Django's connection pool" if pooled else "no pool, CONN_MAX_AGE=0",
         )
     else:

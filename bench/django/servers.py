@@ -1,8 +1,8 @@
-"""The benchmark project behind a real server: gunicorn (gthread) on 127.0.0.1, hit by a
-plain keep-alive HTTP client, one request at a time.
+"""The benchmark project behind a real server: gunicorn (gthread) or uvicorn on
+127.0.0.1, hit by a plain keep-alive HTTP client, one request at a time.
 
-Each server is stopped by PID (SIGTERM to gunicorn's master, then SIGKILL to whatever of
-it is left), never by name.
+Each server is stopped by PID (SIGTERM to gunicorn's master or to uvicorn, then SIGKILL
+to whatever of it is left), never by name.
 """
 
 from __future__ import annotations
@@ -57,9 +57,10 @@ class Client:
 class Gunicorn:
     """``gunicorn bench.django.wsgi``: one gthread worker, ``threads`` request threads."""
 
+    kind = "gunicorn"
+
     def __init__(self, env: dict[str, str], *, threads: int = 4) -> None:
         self.port = free_port()
-        self._log = tempfile.NamedTemporaryFile(prefix="wove-bench-gunicorn-", suffix=".log")  # noqa: SIM115
         command = [
             *(sys.executable, "-m", "gunicorn", "bench.django.wsgi:application"),
             *("--bind", f"127.0.0.1:{self.port}", "--worker-class", "gthread"),
@@ -67,6 +68,10 @@ class Gunicorn:
             *("--timeout", "60", "--graceful-timeout", "5", "--no-control-socket"),
             *("--error-logfile", "-", "--log-level", "warning"),
         ]
+        self._start(command, env)
+
+    def _start(self, command: list[str], env: dict[str, str]) -> None:
+        self._log = tempfile.NamedTemporaryFile(prefix=f"wove-bench-{self.kind}-", suffix=".log")  # noqa: SIM115
         self.process = subprocess.Popen(
             command,
             cwd=REPO,
@@ -89,7 +94,9 @@ class Gunicorn:
         deadline = time.monotonic() + seconds
         while True:
             if self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited with {self.process.returncode}:\n{self.log()}")
+                raise RuntimeError(
+                    f"{self.kind} exited with {self.process.returncode}:\n{self.log()}"
+                )
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=5):
                     pass
@@ -102,7 +109,7 @@ class Gunicorn:
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"gunicorn not ready after {seconds} s:\n{self.log()}")
+                raise RuntimeError(f"{self.kind} not ready after {seconds} s:\n{self.log()}")
             time.sleep(0.1)
 
     def stop(self) -> None:
@@ -121,6 +128,22 @@ class Gunicorn:
                 self.process.kill()
                 self.process.wait(10)
         self._log.close()
+
+
+class Uvicorn(Gunicorn):
+    """``uvicorn bench.django.asgi``: one process, its event loop."""
+
+    kind = "uvicorn"
+
+    def __init__(self, env: dict[str, str]) -> None:  # (no request threads to choose)
+        self.port = free_port()
+        command = [
+            *(sys.executable, "-m", "uvicorn", "bench.django.asgi:application"),
+            *("--host", "127.0.0.1", "--port", str(self.port), "--lifespan", "off"),
+            *("--log-level", "warning", "--timeout-keep-alive", "60"),
+            *("--timeout-graceful-shutdown", "5"),
+        ]
+        self._start(command, env)
 
 
 def _children(pid: int) -> list[int]:

@@ -14,6 +14,8 @@ The environment chooses the rest:
   default with ``DEBUG`` off), to measure recording with the header on;
   ``BENCH_TRACE_SAMPLE_RATE=0.1``: ``WOVE["TRACE_SAMPLE_RATE"]``;
   ``BENCH_TRACE_UNSAMPLED_TIMINGS=0``: ``WOVE["TRACE_UNSAMPLED_TIMINGS"] = False``.
+- ``BENCH_ASYNC_TASK_THREADS=0``: ``WOVE["ASYNC_TASK_THREADS"] = False`` (async tasks'
+  async ORM calls on the request's one thread, as before they had threads of their own).
 - ``BENCH_WOVE_MIDDLEWARE=0``: leave ``WoveMiddleware`` out of ``MIDDLEWARE`` (the
   servers of the overhead comparison; in-process, the two handlers are built with
   ``override_settings`` instead).
@@ -32,7 +34,8 @@ USE_TZ = True
 ROOT_URLCONF = "bench.django.urls"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-INSTALLED_APPS = ["wove.contrib.django"]
+# (contenttypes: a model for the async view's raw queries, which read no table)
+INSTALLED_APPS = ["django.contrib.contenttypes", "wove.contrib.django"]
 
 #: What every request goes through besides Wove's middleware: Django's usual first two.
 BASE_MIDDLEWARE = [
@@ -71,6 +74,8 @@ if os.environ.get("BENCH_SERVER_TIMING") == "1":
     WOVE["SERVER_TIMING"] = True
 if os.environ.get("BENCH_TRACE_SAMPLE_RATE"):
     WOVE["TRACE_SAMPLE_RATE"] = float(os.environ["BENCH_TRACE_SAMPLE_RATE"])
+if os.environ.get("BENCH_ASYNC_TASK_THREADS") == "0":
+    WOVE["ASYNC_TASK_THREADS"] = False
 if os.environ.get("BENCH_TRACE_UNSAMPLED_TIMINGS") == "0":
     WOVE["TRACE_UNSAMPLED_TIMINGS"] = False
 

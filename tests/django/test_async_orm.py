@@ -157,6 +157,33 @@ def test_one_tasks_orm_calls_share_its_connection_which_is_closed_after_it() -> 
 
 @pytest.mark.timeout(60)
 @pytest.mark.django_db(transaction=True)
+def test_an_async_tasks_queries_are_counted_in_its_trace_record() -> None:
+    records: list[wove.TraceRecord] = []
+
+    async def view() -> None:
+        async with weave() as w:
+
+            @w.do
+            async def two_queries() -> int:
+                await Author.objects.acreate(name="counted")
+                return await Author.objects.acount()
+
+            @w.do
+            async def none() -> int:
+                return 0
+
+        assert w.result["two_queries"] == 1
+
+    with wove.collecting(records.append):
+        asyncio.run(view())
+    extra = {r.task: r.extra for r in records}
+    assert extra["two_queries"]["queries"] == 2
+    assert len(extra["two_queries"]["sql"]) == 2
+    assert "queries" not in (extra["none"] or {})
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.django_db(transaction=True)
 def test_inside_atomic_async_tasks_use_the_transactions_connection(client: Client) -> None:
     reply = client.get("/async-orm-in-atomic/")
     assert reply.json() == {"seen": True, "counted": True, "committed": False}
@@ -175,6 +202,17 @@ def test_with_atomic_parallel_async_tasks_query_on_their_own_connection() -> Non
 
         transaction.set_rollback(True)
     assert w.result["seen"] is False  # another connection: the row is not committed
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.django_db(transaction=True)
+def test_where_a_sync_thread_waits_for_the_loop_the_calls_go_to_that_thread(
+    client: Client,
+) -> None:
+    """The sync test client runs an async view through async_to_sync, as WSGI does: asgiref
+    sends thread-sensitive calls to the waiting thread (in a test, its transaction)."""
+    reply = client.get("/async-task-threads/").json()
+    assert reply == {"one": threading.get_ident(), "two": threading.get_ident()}
 
 
 # --- a real uvicorn and PostgreSQL ---------------------------------------------------------

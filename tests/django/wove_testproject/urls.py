@@ -37,4 +37,5 @@ urlpatterns += [
     # tests/django/test_async_orm.py
     path("async-orm/", server_views.async_orm),
     path("async-orm-in-atomic/", server_views.async_orm_in_atomic),
+    path("async-task-threads/", server_views.async_task_threads),
 ]

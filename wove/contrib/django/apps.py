@@ -85,7 +85,8 @@ def install() -> None:
             cancel.install_on(None, connection)
         # Each async task's async ORM calls on a thread of its own (in parallel), inside
         # the hygiene above; inside a transaction, on the caller's thread.
-        _removers.append(add_async_call_wrapper(task_threads.own_thread))
+        if options.async_task_threads:
+            _removers.append(add_async_call_wrapper(task_threads.own_thread))
         _removers.append(wove.add_error_hint(hints.orm_lane_hint))
         for name, env in options.environments.items():
             _removers.append(wove.register_env(name, env))

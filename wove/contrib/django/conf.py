@@ -46,6 +46,7 @@ DEFAULTS: Mapping[str, Any] = {
     "TRACE_ACCESS": None,  # who sees the trace page: None (staff, or DEBUG), a callable or path
     "ATOMIC": "thread_sensitive",  # sync tasks inside transaction.atomic: the request's thread
     "CONNECTION_HYGIENE": True,  # close or return pool threads' connections after each task
+    "ASYNC_TASK_THREADS": True,  # each async task's async ORM calls on a thread of its own
     "COUNT_QUERIES": True,  # count each task's SQL queries and their time in its trace
     "MAX_SQL_STATEMENTS": 50,  # statements kept per task attempt (the rest are counted)
     "MAX_THREADS": None,  # wove.configure(max_threads=...); None: leave Wove's default
@@ -82,6 +83,7 @@ class WoveSettings:
     trace_access: Callable[[HttpRequest], bool]
     atomic: AtomicPolicy
     connection_hygiene: bool
+    async_task_threads: bool
     count_queries: bool
     max_sql_statements: int
     sql_params: bool  # DEBUG: the statements' parameters are kept too
@@ -136,6 +138,7 @@ def load(raw: object, *, debug: bool) -> WoveSettings:
         trace_access=_access(values["TRACE_ACCESS"]),
         atomic=_choice(values, "ATOMIC", ATOMIC_CHOICES),
         connection_hygiene=_flag(values, "CONNECTION_HYGIENE"),
+        async_task_threads=_flag(values, "ASYNC_TASK_THREADS"),
         count_queries=_flag(values, "COUNT_QUERIES"),
         max_sql_statements=_count(values, "MAX_SQL_STATEMENTS", least=0),
         sql_params=debug,

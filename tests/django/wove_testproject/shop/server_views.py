@@ -309,3 +309,20 @@ async def async_orm_in_atomic(request: HttpRequest) -> JsonResponse:
     result = await sync_to_async(_atomic_weave)(name)
     committed = await Author.objects.filter(name=name).aexists()
     return JsonResponse({**result, "committed": committed})
+
+
+async def async_task_threads(request: HttpRequest) -> JsonResponse:
+    """The threads two async tasks' thread-sensitive calls ran on."""
+    from asgiref.sync import sync_to_async
+
+    async with weave() as w:
+
+        @w.do
+        async def one() -> int:
+            return await sync_to_async(threading.get_ident)()
+
+        @w.do
+        async def two() -> int:
+            return await sync_to_async(threading.get_ident)()
+
+    return JsonResponse({"one": w.result["one"], "two": w.result["two"]})
