@@ -211,3 +211,30 @@ def test_a_closed_thread_refuses_new_work(seen: Seen) -> None:
     assert w.result["keep"] == 1
     with pytest.raises(RuntimeError, match="has ended"):
         kept[0].submit(print)
+
+
+@pytest.mark.timeout(30)
+def test_a_task_thread_runs_calls_in_order_on_one_pool_thread_until_closed() -> None:
+    from wove.lanes import TaskThread
+
+    thread = TaskThread()
+    release = threading.Event()
+    futures = [thread.submit(release.wait, 10)]
+    futures += [thread.submit(lambda i=i: (i, threading.current_thread().name)) for i in range(3)]
+    assert not any(f.done() for f in futures[1:])  # queued behind the first call
+    release.set()
+    results = [f.result(timeout=10) for f in futures[1:]]
+    assert [i for i, _ in results] == [0, 1, 2]
+    assert len({name for _, name in results}) == 1
+    assert results[0][1].startswith("wove-")
+    ended = thread.close()
+    assert ended is not None
+    ended.result(timeout=10)
+    with pytest.raises(RuntimeError, match="has ended"):
+        thread.submit(print)
+
+
+def test_a_task_thread_never_used_has_nothing_to_wait_for() -> None:
+    from wove.lanes import TaskThread
+
+    assert TaskThread().close() is None

@@ -18,6 +18,7 @@ An integration maps it onto its library (``wove.lowlevel.add_async_call_wrapper`
 from __future__ import annotations
 
 import contextvars
+import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
@@ -41,10 +42,10 @@ class TaskThread(Executor):
     def __init__(self, route: Callable[[Job], None] | None = None) -> None:
         self._route = route
         self._lock = threading.Lock()
-        self._items: list[_Item] = []
-        self._ready = threading.Condition(self._lock)
+        self._items: queue.SimpleQueue[_Item | object] = queue.SimpleQueue()
         self._started = False
         self._closed = False
+        self._cancel_queued = False
         self._ended: Future[None] | None = None
         self._context: contextvars.Context | None = None
 
@@ -59,23 +60,22 @@ class TaskThread(Executor):
                     "cannot schedule new futures after the async task call that owns this "
                     "thread has ended"
                 )
-            if route is None:
-                self._items.append(item)
-                self._ready.notify()
             start = not self._started
-            self._started = True
-        if start:
-            # The submitting task call's context (its trace annotations, say): the
-            # wrappers run in it, as they do around a sync task's call.
-            context = contextvars.copy_context()
-            context.run(pool.in_pool_call.set, route is None)
-            self._context = context
+            if start:
+                self._started = True
+                # The submitting task call's context (its trace annotations, say): the
+                # wrappers run in it, as they do around a sync task's call.
+                context = contextvars.copy_context()
+                context.run(pool.in_pool_call.set, route is None)
+                self._context = context
+                if route is None:
+                    self._ended = Future()
             if route is None:
-                self._ended = Future()
-                pool.thread_pool().submit(self._session)
+                self._items.put(item)
         if route is not None:
-            assert self._context is not None
             route(lambda: self._routed(item))
+        elif start:
+            pool.thread_pool().submit(self._session)
         return future
 
     def close(self) -> Future[None] | None:
@@ -83,15 +83,14 @@ class TaskThread(Executor):
         set once the thread has been given back (after its wrappers' cleanup), or None
         when there is nothing to wait for."""
         with self._lock:
+            if not self._closed and self._ended is not None:
+                self._items.put(_CLOSE)  # after every call submitted (submit holds the lock)
             self._closed = True
-            self._ready.notify()
         return self._ended
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         if cancel_futures:
-            with self._lock:
-                for future, *_ in self._items:
-                    future.cancel()
+            self._cancel_queued = True
         ended = self.close()
         if wait and ended is not None:
             ended.result()
@@ -108,15 +107,13 @@ class TaskThread(Executor):
             self._ended.set_result(None)
 
     def _serve(self) -> None:
-        lock, items = self._lock, self._items
-        while True:
-            with lock:
-                while not items and not self._closed:
-                    self._ready.wait()
-                if not items:
-                    return
-                item = items.pop(0)
-            _run(item)
+        get = self._items.get
+        while (item := get()) is not _CLOSE:
+            assert isinstance(item, tuple)
+            if self._cancel_queued:
+                item[0].cancel()
+            else:
+                _run(item)
             del item
 
     # --- the caller's lane ----------------------------------------------------------
