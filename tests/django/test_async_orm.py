@@ -299,3 +299,26 @@ def test_async_orm_inside_a_transaction_under_uvicorn(servers: Servers) -> None:
     assert reply == {"seen": True, "counted": True, "committed": False}
     settled = eventually(lambda: servers.backends(server), lambda n: n == baseline, 15)
     assert settled == baseline
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_under_atomic_requests_async_tasks_query_in_the_requests_transaction(
+    servers: Servers,
+) -> None:
+    server = servers.start("gunicorn", WOVE_TEST_ATOMIC_REQUESTS="1")
+    baseline = servers.backends(server)
+    assert server.ok_json("/atomic-async-tasks/") == {
+        "in_atomic_block": True,
+        "seen": True,  # the uncommitted row: the transaction's own connection
+        "on_request_thread": True,
+    }
+    # Outside a transaction the same tasks query on threads of their own.
+    plain = servers.start("gunicorn")
+    assert plain.ok_json("/atomic-async-tasks/") == {
+        "in_atomic_block": False,
+        "seen": True,  # committed (autocommit) before the tasks ran
+        "on_request_thread": False,
+    }
+    settled = eventually(lambda: servers.backends(server), lambda n: n == baseline, 15)
+    assert settled == baseline

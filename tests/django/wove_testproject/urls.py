@@ -38,4 +38,5 @@ urlpatterns += [
     path("async-orm/", server_views.async_orm),
     path("async-orm-in-atomic/", server_views.async_orm_in_atomic),
     path("async-task-threads/", server_views.async_task_threads),
+    path("atomic-async-tasks/", server_views.atomic_async_tasks),
 ]

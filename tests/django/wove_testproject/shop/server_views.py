@@ -326,3 +326,30 @@ async def async_task_threads(request: HttpRequest) -> JsonResponse:
             return await sync_to_async(threading.get_ident)()
 
     return JsonResponse({"one": w.result["one"], "two": w.result["two"]})
+
+
+def atomic_async_tasks(request: HttpRequest) -> JsonResponse:
+    """A sync view (under ``ATOMIC_REQUESTS``, in a transaction) writes a row, then reads
+    it from async tasks' async ORM: they run on the request's thread and connection."""
+    from asgiref.sync import sync_to_async
+
+    name = f"row of request {time.monotonic_ns()}"
+    Author.objects.create(name=name)
+    request_thread = threading.get_ident()
+    with weave() as w:
+
+        @w.do
+        async def seen() -> bool:
+            return await Author.objects.filter(name=name).aexists()
+
+        @w.do
+        async def on_request_thread() -> bool:
+            return await sync_to_async(threading.get_ident)() == request_thread
+
+    return JsonResponse(
+        {
+            "in_atomic_block": connection.in_atomic_block,
+            "seen": w.result["seen"],
+            "on_request_thread": w.result["on_request_thread"],
+        }
+    )
