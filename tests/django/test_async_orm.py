@@ -233,9 +233,9 @@ def hammer(server: Server, path: str, count: int, clients: int) -> list[Reply]:
 
 
 def _overlap(server: Server) -> tuple[int, int]:
-    """One request of five 0.5 s queries: how many distinct connections ran them, and the
+    """One request of five 1 s queries: how many distinct connections ran them, and the
     most of them running at once, as PostgreSQL saw it."""
-    reply = server.ok_json("/async-orm/?sleep=0.5")
+    reply = server.ok_json("/async-orm/?sleep=1.0")
     assert set(reply) == set(TASKS)
     return len({reply[t]["backend"] for t in TASKS}), max(reply[t]["seen"] for t in TASKS)
 
