@@ -119,6 +119,11 @@ def check_error_mode(error_mode: object) -> None:
         )
 
 
+def has_task_defaults() -> bool:
+    """Whether ``wove.config`` set a default of a task option."""
+    return _task_options is not None
+
+
 def with_task_defaults(specs: Mapping[str, TaskSpec]) -> Mapping[str, TaskSpec]:
     """``specs`` with the task defaults filling the options each task did not give."""
     base = _task_options
