@@ -385,3 +385,47 @@ def test_bad_error_mode_names_the_option_and_the_allowed_values(value):
     assert isinstance(info.value, wove.InvalidOptionError)
     assert "'raise'" in str(info.value)
     assert "'return'" in str(info.value)
+
+
+# --- defaults and merge() ---------------------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+def test_default_retries_apply_to_merged_calls_in_async_and_sync_tasks():
+    wove.config(retries=1)
+    attempts = []
+
+    def flaky(tag):
+        attempts.append(tag)
+        if attempts.count(tag) == 1:
+            raise ConnectionError("once")
+        return tag
+
+    with weave() as w:
+
+        @w.do
+        async def in_async():
+            return await wove.merge(flaky, ["a"])
+
+        @w.do
+        def in_sync():
+            return wove.merge(flaky, ["s"])
+
+    assert (w.result.in_async, w.result.in_sync) == (["a"], ["s"])
+    assert sorted(attempts) == ["a", "a", "s", "s"]
+
+
+@pytest.mark.timeout(30)
+def test_merge_raises_even_when_the_default_error_mode_is_return():
+    wove.config(error_mode="return")
+    with weave() as w:
+
+        @w.do
+        def caught():
+            try:
+                wove.merge(lambda: 1 / 0)
+            except ZeroDivisionError:
+                return "raised"
+            return "swallowed"
+
+    assert w.result.caught == "raised"
