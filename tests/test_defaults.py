@@ -429,3 +429,13 @@ def test_merge_raises_even_when_the_default_error_mode_is_return():
             return "swallowed"
 
     assert w.result.caught == "raised"
+
+
+@pytest.mark.timeout(30)
+def test_default_max_pending_bounds_the_items_of_one_merge():
+    wove.config(max_pending=2)
+    with pytest.raises(wove.MaxPendingError, match="exceeds max_pending=2"), weave() as w:
+
+        @w.do
+        async def merged():
+            return await wove.merge(lambda n: n, [1, 2, 3])

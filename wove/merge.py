@@ -68,7 +68,7 @@ def merge(
         asyncio.get_running_loop()
     except RuntimeError:  # a sync task (on a thread without a loop): a blocking call
         return _blocking(function, items, options, _caller())
-    if options != TaskOptions() or process_defaults.has_task_defaults():
+    if options != TaskOptions() or process_defaults.shapes_merge():
         return _with_options(function, items, options, _caller())
     if items is None:
         return _call(run, function, ())

@@ -119,9 +119,16 @@ def check_error_mode(error_mode: object) -> None:
         )
 
 
-def has_task_defaults() -> bool:
-    """Whether ``wove.config`` set a default of a task option."""
-    return _task_options is not None
+def shapes_merge() -> bool:
+    """Whether a default changes how ``merge()`` runs its calls: a task option, or a
+    weave's ``max_workers`` or ``max_pending`` (merged calls then run as a weave of
+    their own, which these defaults apply to)."""
+    settled = _defaults
+    return (
+        _task_options is not None
+        or settled.max_workers is not None
+        or settled.max_pending is not None
+    )
 
 
 def with_task_defaults(specs: Mapping[str, TaskSpec]) -> Mapping[str, TaskSpec]:
