@@ -67,9 +67,9 @@ def merge(
     try:
         asyncio.get_running_loop()
     except RuntimeError:  # a sync task (on a thread without a loop): a blocking call
-        return _blocking(function, items, options, _caller())
+        return _nested_blocking(function, items, options, _caller())
     if options != TaskOptions() or process_defaults.shapes_merge():
-        return _with_options(function, items, options, _caller())
+        return _nested_awaited(function, items, options, _caller())
     if items is None:
         return _call(run, function, ())
     return _call_each(run, function, items)
@@ -119,7 +119,7 @@ def _register(
     decorate(merge)
 
 
-def _blocking(
+def _nested_blocking(
     function: Callable[..., Any], items: list[Any] | None, options: TaskOptions, origin: str
 ) -> Any:
     with _nested(origin) as block:
@@ -127,7 +127,7 @@ def _blocking(
     return block.result["merge"]
 
 
-async def _with_options(
+async def _nested_awaited(
     function: Callable[..., Any], items: list[Any] | None, options: TaskOptions, origin: str
 ) -> Any:
     async with _nested(origin) as block:
