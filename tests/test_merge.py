@@ -1,4 +1,5 @@
-"""``await merge(fn)`` / ``await merge(fn, items)`` inside a running task."""
+"""``merge(fn)`` / ``merge(fn, items)`` inside a running task: awaited in an async task,
+a blocking call in a sync one; with the options of ``@w.do``."""
 
 from __future__ import annotations
 
@@ -206,29 +207,6 @@ def test_merge_outside_a_weave_raises_at_call_time() -> None:
         asyncio.run(not_in_a_weave())
 
 
-def test_merge_in_a_sync_task_raises_weave_state_error() -> None:
-    with pytest.raises(wove.WeaveStateError) as caught, weave() as w:
-
-        @w.do
-        def in_thread() -> object:
-            return merge(_sync_answer)
-
-    assert isinstance(caught.value, RuntimeError)
-    assert "in_thread" in "\n".join(getattr(caught.value, "__notes__", []))
-
-
-def test_merge_in_a_sync_task_of_an_async_block_raises() -> None:
-    async def main() -> None:
-        async with weave() as w:
-
-            @w.do
-            def in_thread() -> object:
-                return merge(_async_answer)
-
-    with pytest.raises(wove.WeaveStateError):
-        asyncio.run(main())
-
-
 def test_empty_items_give_an_empty_list() -> None:
     calls: list[object] = []
 
@@ -295,3 +273,287 @@ def test_the_block_waits_for_a_merge_call_given_up_by_wait_for() -> None:
     assert w.result.gave_up == "gave up"
     assert started.is_set()
     assert finished.is_set()  # the sync call still ran when the task gave up on it
+
+
+# --- merge() in a sync task -------------------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("function", [_sync_answer, _async_answer])
+def test_merge_in_a_sync_task_returns_the_value(function: object) -> None:
+    with weave() as w:
+
+        @w.do
+        def in_thread() -> object:
+            return merge(function)  # type: ignore[arg-type]
+
+    assert isinstance(w.result.in_thread, str)
+    assert w.result.in_thread.split()[0] in ("sync", "async")
+
+
+@pytest.mark.timeout(30)
+def test_merge_over_items_in_a_sync_task_returns_the_list_concurrently() -> None:
+    overlap = Overlap()
+    both = threading.Barrier(2, timeout=10)
+
+    def item(number: int) -> int:
+        with overlap.running():
+            if number < 2:
+                both.wait()  # only passes if two items run at once
+        return number * 10
+
+    async def async_item(number: int) -> int:
+        await asyncio.sleep(0)
+        return number + 1
+
+    with weave() as w:
+
+        @w.do
+        def sync_items() -> list[int]:
+            return merge(item, range(5))
+
+        @w.do
+        def async_items() -> list[int]:
+            return merge(async_item, [1, 2, 3])
+
+    assert w.result.sync_items == [0, 10, 20, 30, 40]
+    assert w.result.async_items == [2, 3, 4]
+    assert overlap.peak >= 2
+
+
+@pytest.mark.timeout(30)
+def test_merge_in_a_sync_task_of_an_async_block() -> None:
+    async def main() -> object:
+        async with weave() as w:
+
+            @w.do
+            def in_thread() -> object:
+                return merge(_async_answer), merge(lambda x: x * 2, [1, 2])
+
+        return w.result.in_thread
+
+    answer, doubled = asyncio.run(main())
+    assert answer.startswith("async on")
+    assert doubled == [2, 4]
+
+
+@pytest.mark.timeout(30)
+def test_sync_merge_under_max_workers_1_does_not_deadlock() -> None:
+    both = threading.Barrier(2, timeout=10)
+
+    def item(number: int) -> int:
+        if number < 2:
+            both.wait()  # two items at once, though the weave allows one sync task
+        return number
+
+    with weave(max_workers=1) as w:
+
+        @w.do
+        def first() -> list[int]:
+            return merge(item, range(4))
+
+        @w.do
+        def second(first: list[int]) -> int:
+            return merge(lambda: sum(first))
+
+    assert w.result.first == [0, 1, 2, 3]
+    assert w.result.second == 6
+
+
+@pytest.mark.timeout(30)
+def test_sync_merge_with_a_one_thread_pool_does_not_deadlock() -> None:
+    before = wove.settings().max_threads
+    wove.configure(max_threads=1)
+    try:
+        with weave() as w:
+
+            @w.do
+            def outer() -> list[int]:
+                return merge(lambda n: n + 1, range(3))
+
+        assert w.result.outer == [1, 2, 3]
+    finally:
+        wove.configure(max_threads=before)
+
+
+@pytest.mark.timeout(30)
+def test_a_failing_item_of_a_sync_merge_is_raised_in_the_task() -> None:
+    def item(number: int) -> int:
+        if number == 2:
+            raise LookupError("no item 2")
+        return number
+
+    with weave() as w:
+
+        @w.do
+        def caught() -> str:
+            try:
+                merge(item, range(4))
+            except LookupError as error:
+                return str(error)
+            return "not raised"
+
+    assert w.result.caught == "no item 2"
+
+
+# --- a sync callable returning a coroutine ----------------------------------------------
+
+
+async def _fetch(x: int) -> int:
+    await asyncio.sleep(0)
+    return x * 3
+
+
+@pytest.mark.timeout(30)
+def test_a_sync_callable_returning_a_coroutine_has_it_awaited() -> None:
+    with weave() as w:
+
+        @w.do
+        async def in_async() -> tuple[int, list[int]]:
+            return await merge(lambda: _fetch(2)), await merge(lambda x: _fetch(x), [1, 2])
+
+        @w.do
+        def in_sync() -> tuple[int, list[int]]:
+            return merge(lambda: _fetch(2)), merge(lambda x: _fetch(x), [1, 2])
+
+    assert w.result.in_async == (6, [3, 6])
+    assert w.result.in_sync == (6, [3, 6])
+
+
+# --- options ----------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_merge_retries(kind: str) -> None:
+    attempts: list[int] = []
+
+    def flaky(number: int) -> int:
+        attempts.append(number)
+        if attempts.count(number) < 3:
+            raise ConnectionError("again")
+        return number
+
+    with weave() as w:
+        if kind == "sync":
+
+            @w.do
+            def merged() -> object:
+                return merge(flaky, [1, 2], retries=2), merge(lambda: flaky(5), retries=2)
+        else:
+
+            @w.do
+            async def merged() -> object:
+                return (
+                    await merge(flaky, [1, 2], retries=2),
+                    await merge(lambda: flaky(5), retries=2),
+                )
+
+    assert w.result.merged == ([1, 2], 5)
+    assert sorted(attempts) == [1, 1, 1, 2, 2, 2, 5, 5, 5]
+
+
+@pytest.mark.timeout(30)
+def test_merge_without_retries_raises_at_once() -> None:
+    attempts: list[int] = []
+
+    def flaky() -> int:
+        attempts.append(1)
+        raise ConnectionError("down")
+
+    with pytest.raises(ConnectionError), weave() as w:
+
+        @w.do
+        def merged() -> object:
+            return merge(flaky, retries=0)
+
+    assert attempts == [1]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_merge_timeout(kind: str) -> None:
+    release = threading.Event()
+
+    def slow() -> None:
+        release.wait(10)
+
+    async def slow_async() -> None:
+        await asyncio.sleep(10)
+
+    try:
+        with pytest.raises(wove.TaskTimeout) as caught, weave() as w:
+            if kind == "sync":
+
+                @w.do
+                def merged() -> object:
+                    return merge(slow, timeout=0.05)
+            else:
+
+                @w.do
+                async def merged() -> object:
+                    return await merge(slow_async, timeout=0.05)
+
+    finally:
+        release.set()
+    assert caught.value.seconds == 0.05
+    assert isinstance(caught.value, TimeoutError)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_merge_workers_bounds_the_items_running_at_once(kind: str) -> None:
+    overlap = Overlap()
+
+    def item(number: int) -> int:
+        with overlap.running():
+            time.sleep(0.01)
+        return number
+
+    with weave() as w:
+        if kind == "sync":
+
+            @w.do
+            def merged() -> list[int]:
+                return merge(item, range(8), workers=2)
+        else:
+
+            @w.do
+            async def merged() -> list[int]:
+                return await merge(item, range(8), workers=2)
+
+    assert w.result.merged == list(range(8))
+    assert overlap.calls == 8
+    assert overlap.peak <= 2
+
+
+@pytest.mark.timeout(30)
+def test_merge_limit_per_minute_runs_every_item() -> None:
+    with weave() as w:
+
+        @w.do
+        def merged() -> list[int]:
+            return merge(lambda n: n, range(3), limit_per_minute=60_000)
+
+    assert w.result.merged == [0, 1, 2]
+
+
+@pytest.mark.parametrize("option", ["workers", "limit_per_minute"])
+def test_item_options_without_items_name_the_option(option: str) -> None:
+    with pytest.raises(ValueError, match=option) as caught, weave() as w:
+
+        @w.do
+        def merged() -> object:
+            return merge(_sync_answer, **{option: 2})
+
+    assert isinstance(caught.value, wove.InvalidOptionError)
+    assert "items" in str(caught.value)
+
+
+@pytest.mark.parametrize(("option", "value"), [("retries", -1), ("timeout", 0), ("workers", 0)])
+def test_bad_merge_option_values(option: str, value: object) -> None:
+    with pytest.raises(wove.InvalidOptionError, match=option), weave() as w:
+
+        @w.do
+        async def merged() -> object:
+            return await merge(_sync_answer, [1], **{option: value})

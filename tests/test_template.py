@@ -22,7 +22,11 @@ def test_self_is_not_a_dependency_and_is_an_instance_of_the_class():
         pass
     assert w.result.user == {"id": 7, "weave": "Report"}
     assert w.result.summary == "user 7"
-    assert w.execution_plan["dependencies"] == {"user": set(), "summary": {"user"}}
+    assert w.execution_plan["dependencies"] == {
+        "data": set(),
+        "user": set(),
+        "summary": {"user"},
+    }
 
 
 def test_a_class_can_be_run_many_times():

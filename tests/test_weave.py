@@ -680,11 +680,11 @@ def test_debug_does_not_change_results(
     plain_calls: list[str] = []
     debug_calls: list[str] = []
     plain = _run_sample(False, plain_calls)
-    assert capsys.readouterr().err == ""
+    assert capsys.readouterr() == ("", "")
     debugged = _run_sample(True, debug_calls)
     assert debugged == plain == (([3, 4], [9, 12], 24), 24)
     assert sorted(debug_calls) == sorted(plain_calls)
-    report = capsys.readouterr().err + caplog.text
+    report = capsys.readouterr().out
     for name in ("numbers", "tripled", "total_sum"):
         assert name in report
 
@@ -703,13 +703,54 @@ def test_debug_plan_says_kind_items_and_dependencies(
             return len(fetched)
 
     assert w.result.counted == 3
-    report = capsys.readouterr().err + caplog.text
+    report = capsys.readouterr().out
     fetched_line = next(line for line in report.splitlines() if "fetched [" in line)
     counted_line = next(line for line in report.splitlines() if "counted [" in line)
     assert "sync" in fetched_line
     assert "3" in fetched_line  # mapped over how many items
     assert "async" in counted_line
     assert "fetched" in counted_line  # its dependency
+
+
+def test_debug_report_starts_like_the_published_one_on_stdout_and_the_logger(
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="wove")
+    with weave(debug=True, base=1) as w:
+
+        @w.do
+        def task_a() -> int:
+            return 1
+
+        @w.do
+        def task_b(task_a: int, data: dict[str, int]) -> int:
+            return task_a + data["base"]
+
+    assert w.result.task_b == 2
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0] == "--- Wove Debug Report ---"
+    assert lines[1].startswith("Execution Plan")
+    assert "task_b [sync] needs: task_a" in out
+    logged = [r.getMessage() for r in caplog.records if r.name == "wove"]
+    assert any(message.startswith("--- Wove Debug Report ---") for message in logged)
+
+
+def test_execution_plan_lists_data_as_the_published_wove_does() -> None:
+    with weave(base=1) as w:
+
+        @w.do
+        def task_a() -> int:
+            return 1
+
+        @w.do
+        def task_b(task_a: int, data: dict[str, int]) -> int:
+            return task_a + data["base"]
+
+    plan = w.execution_plan
+    assert plan["dependencies"] == {"data": set(), "task_a": set(), "task_b": {"task_a"}}
+    assert plan["dependents"] == {"data": {"task_b"}, "task_a": {"task_b"}, "task_b": set()}
+    assert plan["sorted_tasks"] == ["task_a", "task_b"]  # tasks only
 
 
 def test_debug_reports_a_task_still_running(caplog: pytest.LogCaptureFixture) -> None:
@@ -756,8 +797,14 @@ def test_execution_plan() -> None:
             return b + c
 
     plan = w.execution_plan
-    assert plan["dependencies"] == {"a": set(), "b": set(), "c": {"a"}, "d": {"b", "c"}}
-    assert plan["dependents"] == {"a": {"c"}, "b": {"d"}, "c": {"d"}, "d": set()}
+    assert plan["dependencies"] == {
+        "data": set(),
+        "a": set(),
+        "b": set(),
+        "c": {"a"},
+        "d": {"b", "c"},
+    }
+    assert plan["dependents"] == {"data": set(), "a": {"c"}, "b": {"d"}, "c": {"d"}, "d": set()}
     assert [sorted(tier) for tier in plan["tiers"]] == [["a", "b"], ["c"], ["d"]]
     order = plan["sorted_tasks"]
     assert sorted(order) == ["a", "b", "c", "d"]

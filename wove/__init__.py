@@ -11,7 +11,6 @@ w.result.final
 """
 
 from .background import wait_for_background
-from .config import Settings, configure, settings
 from .detach import at_detached_child
 from .environments import DetachedWeave, RemoteCall, RemoteEnv, register_env
 from .errors import (
@@ -20,6 +19,7 @@ from .errors import (
     DetachError,
     InvalidOptionError,
     MappingError,
+    MaxPendingError,
     MissingDependencyError,
     RemoteNeverRan,
     RemoteResultLost,
@@ -37,7 +37,9 @@ from .execution import add_error_hint
 from .helpers import batch, denone, flatten, fold, redict, undict
 from .lanes import add_thread_call_wrapper
 from .merge import merge
+from .process_defaults import Defaults, config, defaults
 from .result import WoveResult
+from .runtime import Settings, configure, settings
 from .template import Weave
 from .tracing import TraceRecord, annotate, collect, collecting
 from .weave import WeaveBlock, weave
@@ -46,11 +48,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CircularDependencyError",
+    "Defaults",
     "DefinitionError",
     "DetachError",
     "DetachedWeave",
     "InvalidOptionError",
     "MappingError",
+    "MaxPendingError",
     "MissingDependencyError",
     "RemoteCall",
     "RemoteEnv",
@@ -78,7 +82,9 @@ __all__ = [
     "batch",
     "collect",
     "collecting",
+    "config",
     "configure",
+    "defaults",
     "denone",
     "flatten",
     "fold",

@@ -6,6 +6,8 @@ already catch, so ``except NameError`` and ``except wove.WoveError`` both work.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class WoveError(Exception):
     """Base class of every error raised by Wove itself."""
@@ -73,6 +75,23 @@ class TaskTimeout(WoveError, TimeoutError):
         self.task = task
         self.seconds = seconds
         self.index = index
+
+
+class MaxPendingError(WoveError, RuntimeError):
+    """A mapped task has more items than ``max_pending`` allows; none of them started."""
+
+    def __init__(self, task: str, items: int, max_pending: int) -> None:
+        super().__init__(
+            f"mapped task {task!r} has {items} items, which exceeds max_pending="
+            f"{max_pending}; none of them started: map over fewer items, or raise the "
+            f"limit with weave(max_pending=...) or wove.config(max_pending=...)"
+        )
+        self.task = task
+        self.items = items
+        self.max_pending = max_pending
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.task, self.items, self.max_pending))
 
 
 class TaskCancelled(WoveError, RuntimeError):

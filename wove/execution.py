@@ -16,12 +16,12 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from . import background, environments, lanes, placement, plan
-from .config import settings
 from .engine import LoopBinding, Run
 from .engine.attempt import add_note
 from .graph import Graph, build_graph
 from .registry import Registry
 from .result import WoveResult
+from .runtime import settings
 from .task_spec import TaskSpec
 from .tracing import active_collectors
 
@@ -39,6 +39,8 @@ class Recipe:
     origin: str
     thread_sensitive: bool | None = None  # weave(thread_sensitive=...): None: configure()
     env: str | None = None  # weave(env=...): the remote environment of tasks not choosing
+    max_pending: int | None = None  # the most items a mapped task may have
+    error_mode: str = "raise"  # "return": failed tasks' results are their exceptions
 
 
 def plan_graph(recipe: Recipe) -> Graph:
@@ -78,6 +80,8 @@ def new_run(
         stuck_after=settings().stuck_after if recipe.debug else None,
         submit_sensitive=submit_sensitive,
         sensitive_thread=sensitive_thread,
+        max_pending=recipe.max_pending,
+        errors_returned=recipe.error_mode == "return",
     )
 
 
@@ -253,4 +257,5 @@ def failed_result(recipe: Recipe, error: BaseException) -> WoveResult:
         errors={},
         timings={},
         exception=error,
+        errors_returned=recipe.error_mode == "return",
     )

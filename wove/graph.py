@@ -115,8 +115,8 @@ def check_data_names(names: Iterable[str]) -> None:
     for name in names:
         if name == DATA:
             raise ReservedNameError(
-                "the keyword 'data' is reserved: tasks receive the dict of all keywords "
-                "through a parameter named `data`; pass your value under another name"
+                "'data' is a reserved name: tasks receive the dict of all keywords through "
+                "a parameter named `data`; pass your value to weave() under another name"
             )
         if name in RESERVED_NAMES:
             raise ReservedNameError(
@@ -162,10 +162,16 @@ def build_graph(specs: Mapping[str, TaskSpec], data: Mapping[str, object]) -> Gr
 def _build_shape(specs: Mapping[str, TaskSpec], data: Mapping[str, object]) -> Shape:
     data_names = frozenset(data)
     for name in specs:
-        if name == DATA or name in RESERVED_NAMES:
+        if name == DATA:
+            raise ReservedNameError(
+                "'data' is a reserved name: task name 'data' conflicts with a built-in "
+                "attribute of the weave, the `data` parameter that receives the dict of all "
+                "keywords; rename the function"
+            )
+        if name in RESERVED_NAMES:
             raise ReservedNameError(
                 f"task name {name!r} conflicts with a built-in attribute of the weave result "
-                f"(w.result.{name}) or the `data` parameter; rename the function"
+                f"(w.result.{name}); rename the function"
             )
         if name in data_names:
             raise ReservedNameError(
@@ -218,8 +224,8 @@ def _resolve(
                 deps.add(source.name)
             elif source.name not in data:
                 raise UnresolvedNameError(
-                    f"task {spec.name!r} maps over {source.name!r}, which is neither a task "
-                    f"nor a keyword of this weave "
+                    f"mapped task {spec.name!r} depends on {source.name!r}, the name it maps "
+                    f"over, which is neither a task nor a keyword of this weave "
                     f"({_available(source.name, spec.name, specs, data)})"
                 )
         item_param = _item_param(spec, inputs, free)
@@ -244,14 +250,16 @@ def _item_param(spec: TaskSpec, inputs: list[str], free: list[str]) -> str:
     if not free:
         named = ", ".join(inputs) or "none"
         raise DefinitionError(
-            f"mapped task {spec.name!r} needs exactly one parameter to receive each item, "
-            f"but every parameter without a default names a task or keyword ({named}); "
-            f"add a parameter for the item, e.g. `def {spec.name}(item, ...)`"
+            f"mapped task {spec.name!r} must have exactly one parameter that is not a "
+            f"dependency, to receive each item, but every parameter without a default "
+            f"names a task or keyword ({named}); add a parameter for the item, e.g. "
+            f"`def {spec.name}(item, ...)`"
         )
     raise DefinitionError(
-        f"mapped task {spec.name!r} needs exactly one parameter to receive each item, but "
-        f"{', '.join(map(repr, free))} name no task or keyword; keep one for the item and "
-        f"rename the others after tasks or keywords, or give them defaults"
+        f"mapped task {spec.name!r} must have exactly one parameter that is not a "
+        f"dependency, to receive each item, but {', '.join(map(repr, free))} name no task "
+        f"or keyword; keep one for the item and rename the others after tasks or "
+        f"keywords, or give them defaults"
     )
 
 

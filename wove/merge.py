@@ -1,56 +1,138 @@
-"""``await merge(fn)`` / ``await merge(fn, items)`` inside a running task."""
+"""``merge(fn)`` / ``merge(fn, items)`` inside a running task: awaited in an async task,
+a plain blocking call in a sync one."""
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
 import inspect
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, TypeVar, overload
+import sys
+from collections.abc import Callable, Iterable
+from typing import Any
 
+from . import process_defaults
 from .engine import Run, current_run
-from .errors import DefinitionError, WeaveStateError
+from .errors import DefinitionError, InvalidOptionError, WeaveStateError
 from .graph import check_iterable
-from .task_spec import is_async_callable
+from .task_spec import UNSET, TaskOptions, _Unset, check_options, is_async_callable
+from .weave import WeaveBlock, weave_at
 
-T = TypeVar("T")
 
-
-@overload
-def merge(function: Callable[[], Awaitable[T]] | Callable[[], T], /) -> Awaitable[T]: ...
-@overload
 def merge(
-    function: Callable[[Any], Awaitable[T]] | Callable[[Any], T], items: Iterable[Any], /
-) -> Awaitable[list[T]]: ...
-
-
-def merge(function: Callable[..., Any], items: Iterable[Any] | None = None, /) -> Awaitable[Any]:
+    function: Callable[..., Any],
+    items: Iterable[Any] | None = None,
+    /,
+    *,
+    retries: int | _Unset = UNSET,
+    timeout: float | _Unset | None = UNSET,
+    workers: int | _Unset | None = UNSET,
+    limit_per_minute: float | _Unset | None = UNSET,
+) -> Any:
     """Call ``function`` once, or once per item concurrently, from inside a running task.
 
-    Sync callables run on the weave's threads, async ones on its loop. With ``items`` the
-    result is a list in input order; the first item to fail cancels the others and its
-    exception is raised. Raises :class:`wove.WeaveStateError` at once outside an async
-    task of a running weave.
+    In an ``async def`` task, ``await merge(...)``; in a sync task, ``merge(...)`` blocks
+    and returns the value (the pool thread lends its place while it waits, so a weave
+    with ``max_workers=1`` cannot deadlock). Sync callables run on the weave's threads,
+    async ones on its loop; a sync callable that returns a coroutine has it awaited.
+    With ``items`` the result is a list in input order; the first item to fail cancels
+    the others and its exception is raised. ``retries``, ``timeout``, ``workers`` and
+    ``limit_per_minute`` mean what they mean on ``@w.do`` (the last two with ``items``
+    only). Raises :class:`wove.WeaveStateError` outside a task of a running weave.
     """
     run = current_run()
     if run is None or run.finished:
         raise WeaveStateError(
-            "merge() was called outside a running weave; call `await merge(fn)` inside an "
-            "async task of a `with weave()` block (or call the function directly)"
+            "merge() was called outside a running weave; call it inside a task of a "
+            "`with weave()` block (`await merge(fn)` in an async task), or call the "
+            "function directly"
         )
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        raise WeaveStateError(
-            "merge() must be awaited, so it works inside `async def` tasks only; in a sync "
-            "task, call the function directly"
-        ) from None
     if not callable(function):
         raise DefinitionError(f"merge() expects a callable, got {type(function).__name__}")
+    options = TaskOptions(
+        retries=retries, timeout=timeout, workers=workers, limit_per_minute=limit_per_minute
+    ).normalized()
+    if items is None:
+        for option in ("workers", "limit_per_minute"):
+            value = getattr(options, option)
+            if value is not UNSET:
+                raise InvalidOptionError(
+                    f"merge({_name(function)}, {option}={value!r}): {option} only applies "
+                    f"when merge() calls the function once per item; pass the items too: "
+                    f"merge(fn, items, {option}={value!r})"
+                )
+    check_options(options, mapped=items is not None)
+    if items is not None:
+        check_iterable(f"merge({_name(function)})", None, items)
+        items = list(items)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # a sync task (on a thread without a loop): a blocking call
+        return _nested_blocking(function, items, options, _caller())
+    if options != TaskOptions() or process_defaults.shapes_merge():
+        return _nested_awaited(function, items, options, _caller())
     if items is None:
         return _call(run, function, ())
-    check_iterable(f"merge({getattr(function, '__name__', 'function')})", None, items)
-    return _call_each(run, function, list(items))
+    return _call_each(run, function, items)
+
+
+def _caller() -> str:
+    frame = sys._getframe(2)
+    return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+
+
+def _nested(origin: str) -> WeaveBlock:
+    """A weave for one merge() call, named after the line that calls merge(). Its one
+    task calls the function (mapped over the items) with the options: the engine's own
+    policy of a task (threads or the loop, retries, timeouts, workers, rate limits, a
+    returned coroutine awaited) applies to merged calls as it is. Its error_mode is
+    always "raise": merge() raises the first failure to its caller."""
+    return weave_at(origin)(error_mode="raise")
+
+
+def _register(
+    block: WeaveBlock, function: Callable[..., Any], items: list[Any] | None, options: TaskOptions
+) -> None:
+    given = {
+        name: getattr(options, name)
+        for name in ("retries", "timeout", "workers", "limit_per_minute")
+        if getattr(options, name) is not UNSET
+    }
+    decorate = block.do(**given) if items is None else block.do(items, **given)
+    if is_async_callable(function):
+        if items is None:
+
+            async def merge() -> Any:
+                return await function()
+        else:
+
+            async def merge(item: Any) -> Any:  # type: ignore[misc]
+                return await function(item)
+    elif items is None:
+
+        def merge() -> Any:  # type: ignore[misc]
+            return function()
+    else:
+
+        def merge(item: Any) -> Any:  # type: ignore[misc]
+            return function(item)
+
+    decorate(merge)
+
+
+def _nested_blocking(
+    function: Callable[..., Any], items: list[Any] | None, options: TaskOptions, origin: str
+) -> Any:
+    with _nested(origin) as block:
+        _register(block, function, items, options)
+    return block.result["merge"]
+
+
+async def _nested_awaited(
+    function: Callable[..., Any], items: list[Any] | None, options: TaskOptions, origin: str
+) -> Any:
+    async with _nested(origin) as block:
+        _register(block, function, items, options)
+    return block.result["merge"]
 
 
 async def _call(run: Run, function: Callable[..., Any], args: tuple[Any, ...]) -> Any:

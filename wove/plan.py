@@ -10,18 +10,26 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from .graph import Graph
+from .graph import DATA, Graph
 from .task_spec import TaskSpec
 
 logger = logging.getLogger("wove")
+
+#: The first line of the ``debug=True`` report, as the published wove prints it.
+HEADING = "--- Wove Debug Report ---"
 
 
 def execution_plan(graph: Graph) -> dict[str, Any]:
     """A fresh dict describing the graph (mutating it cannot affect the weave)."""
     tasks = graph.tasks  # built on each access: read it once
+    # `data` is listed as the published wove lists it: a source that depends on nothing,
+    # feeding the tasks that take a `data` parameter.
     return {
-        "dependencies": {n: set(p.dependencies) for n, p in tasks.items()},
-        "dependents": {n: set(p.dependents) for n, p in tasks.items()},
+        "dependencies": {DATA: set(), **{n: set(p.dependencies) for n, p in tasks.items()}},
+        "dependents": {
+            DATA: {n for n, p in tasks.items() if DATA in p.inputs},
+            **{n: set(p.dependents) for n, p in tasks.items()},
+        },
         "tiers": [list(tier) for tier in graph.tiers],
         "sorted_tasks": list(graph.order),
         "tasks": {
@@ -47,7 +55,7 @@ def _source(spec: TaskSpec) -> str | None:
 def describe(graph: Graph, data: Mapping[str, Any], origin: str) -> str:
     """The plan as text a person can read top to bottom."""
     tasks = graph.tasks
-    lines = [f"wove: execution plan for the weave at {origin}"]
+    lines = [HEADING, f"Execution Plan: the weave at {origin}"]
     if data:
         lines.append(f"  keywords: {', '.join(data)}")
     for level, tier in enumerate(graph.tiers):
@@ -89,8 +97,9 @@ def _count(value: object) -> int | None:
 
 
 def report(text: str) -> None:
-    """Through the `wove` logger when logging is set up for it, else to stderr."""
-    if logger.hasHandlers() and logger.isEnabledFor(logging.INFO):
+    """To stdout, where a user of the published wove looks for it, and to the `wove`
+    logger at level INFO (for logs, when logging is set up for it)."""
+    sys.stdout.write(text)
+    sys.stdout.flush()
+    if logger.isEnabledFor(logging.INFO):
         logger.info("%s", text.rstrip("\n"))
-    else:
-        sys.stderr.write(text)

@@ -13,11 +13,20 @@ class WoveResult:
     """Task values by name, in definition order, with how the run went.
 
     ``result.name`` and ``result["name"]`` give a task's (or keyword's) value; reading a
-    task that failed raises its exception, one that was cancelled raises
-    :class:`wove.TaskCancelled`. Iterating yields task values in definition order.
+    task that failed raises its exception (returns it, for a weave with
+    ``error_mode="return"``), one that was cancelled raises :class:`wove.TaskCancelled`.
+    Iterating yields task values in definition order.
     """
 
-    __slots__ = ("_errors", "_order", "_values", "cancelled", "exception", "timings")
+    __slots__ = (
+        "_errors",
+        "_errors_returned",
+        "_order",
+        "_values",
+        "cancelled",
+        "exception",
+        "timings",
+    )
 
     def __init__(
         self,
@@ -27,8 +36,10 @@ class WoveResult:
         errors: Mapping[str, BaseException],
         timings: Mapping[str, float],
         exception: BaseException | None,
+        errors_returned: bool = False,
     ) -> None:
         self._order = order
+        self._errors_returned = errors_returned
         self._values = values
         self._errors = errors
         #: task name -> seconds it ran (first start to last end, for a mapped task)
@@ -51,6 +62,8 @@ class WoveResult:
         except KeyError:
             pass
         if name in self._errors:
+            if self._errors_returned:
+                return self._errors[name]
             raise self._errors[name]
         if name in self._order:
             raise TaskCancelled(name, self.exception)

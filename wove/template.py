@@ -61,7 +61,7 @@ class Weave:
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         raise DefinitionError(
             f"{type(self).__name__} is a Weave class and cannot be instantiated directly; "
-            f"pass the class to weave() instead: `with weave({type(self).__name__}) as w:`"
+            f"Instead, pass the class to weave(): `with weave({type(self).__name__}) as w:`"
         )
 
     @classmethod

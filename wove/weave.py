@@ -9,6 +9,7 @@ from types import TracebackType
 from typing import Any, Final, Literal
 
 from . import detach, execution, plan
+from . import process_defaults as defaults
 from .background import Completion, OnDone
 from .decorator import Do
 from .engine import Run
@@ -48,8 +49,17 @@ class WeaveBlock:
         env: str | None,
         data: dict[str, Any],
         origin: str,
+        max_pending: int | None = None,
+        error_mode: defaults.ErrorMode | None = None,
     ) -> None:
         _check_arguments(parent_weave, max_workers, background, fork, on_done, env)
+        if max_pending is not None and (type(max_pending) is not int or max_pending < 1):
+            raise InvalidOptionError(
+                f"max_pending must be an int >= 1 (the most items one mapped task may "
+                f"have), or None for no limit, got {max_pending!r}"
+            )
+        if error_mode is not None:
+            defaults.check_error_mode(error_mode)
         _check_flags(debug=debug, background=background)
         if not (thread_sensitive is None or isinstance(thread_sensitive, bool)):
             raise InvalidOptionError(
@@ -59,6 +69,8 @@ class WeaveBlock:
         self._parent = parent_weave
         self._debug = debug
         self._max_workers = max_workers
+        self._max_pending = max_pending
+        self._error_mode = error_mode
         self._background = background
         self._fork = fork
         self._on_done = on_done
@@ -110,14 +122,18 @@ class WeaveBlock:
     def _recipe(self) -> execution.Recipe:
         self._state = _State.RUNNING
         self.do.close(_registered_too_late)
+        # A weave's own value wins; wove.config(...) fills what it did not give.
+        settled = defaults.defaults()
         return execution.Recipe(
-            specs=self._specs,
+            specs=defaults.with_task_defaults(self._specs),
             data=self._data,
             debug=self._debug,
-            max_workers=self._max_workers,
+            max_workers=settled.max_workers if self._max_workers is None else self._max_workers,
             origin=self._origin,
             thread_sensitive=self._thread_sensitive,
             env=self._env,
+            max_pending=settled.max_pending if self._max_pending is None else self._max_pending,
+            error_mode=settled.error_mode if self._error_mode is None else self._error_mode,
         )
 
     def _plan(self, recipe: execution.Recipe) -> Graph:
@@ -132,11 +148,12 @@ class WeaveBlock:
         self._result = result
         self._state = _State.DONE
 
-    def _finish(self, run: Run) -> None:
-        """Keep the result; re-raise the first failure, unchanged, from the block."""
+    def _finish(self, run: Run, error_mode: str) -> None:
+        """Keep the result; re-raise the first failure, unchanged, from the block (with
+        ``error_mode="return"``, the failure stays on the result)."""
         self._conclude(execution.result_of(run))
         assert self._result is not None
-        if self._result.exception is not None:
+        if self._result.exception is not None and error_mode == "raise":
             raise self._result.exception
 
     def _body_failed(self) -> None:
@@ -168,7 +185,7 @@ class WeaveBlock:
             run = execution.run_blocking(recipe, graph)
         finally:
             self._state = _State.DONE
-        self._finish(run)
+        self._finish(run, recipe.error_mode)
 
     # --- async -----------------------------------------------------------------------
 
@@ -195,7 +212,7 @@ class WeaveBlock:
             run = await execution.run_awaiting(recipe, graph)
         finally:
             self._state = _State.DONE
-        self._finish(run)
+        self._finish(run, recipe.error_mode)
 
     # --- background ------------------------------------------------------------------
 
@@ -368,6 +385,8 @@ def weave(
     on_done: OnDone | None = None,
     thread_sensitive: bool | None = None,
     env: str | None = None,
+    max_pending: int | None = None,
+    error_mode: defaults.ErrorMode | None = None,
     **data: Any,
 ) -> WeaveBlock:
     """Collect tasks in a ``with`` / ``async with`` block and run them when it ends.
@@ -376,6 +395,11 @@ def weave(
     ``**data``: values available to tasks as parameters of the same name (and all of
     them as a dict through a parameter named ``data``).
     ``max_workers``: the most sync tasks of this weave running in threads at once.
+    ``max_pending``: the most items one mapped task may have; a mapped task with more
+    fails with :class:`wove.MaxPendingError` before any of its items starts.
+    ``error_mode``: ``"raise"`` (the default) re-raises the first failure from the
+    block; ``"return"`` does not: reading a failed task gives its exception.
+    (``None`` for these three: as ``wove.config(...)`` says.)
     ``debug``: write the execution plan to stderr (or the ``wove`` logger) before running,
     and report tasks still running after ``configure(stuck_after=...)`` seconds.
     ``background``: return from the block at once; the weave runs in the background and
@@ -402,6 +426,8 @@ def weave(
         env=env,
         data=data,
         origin=f"{frame.f_code.co_filename}:{frame.f_lineno}",
+        max_pending=max_pending,
+        error_mode=error_mode,
     )
 
 

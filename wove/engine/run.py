@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..errors import TaskTimeout
+from ..errors import MaxPendingError, TaskTimeout
 from ..graph import DATA, Graph, check_iterable
 from ..lanes import hooks, loops, pool, services, timer
 from ..lanes.services import Job
@@ -105,6 +105,8 @@ class Run:
         stuck_after: float | None = None,
         submit_sensitive: Callable[[Job], None] | None = None,
         sensitive_thread: bool = True,
+        max_pending: int | None = None,
+        errors_returned: bool = False,
     ) -> None:
         self.origin = origin
         self.id = next(_ids)
@@ -116,6 +118,8 @@ class Run:
         self._roots = graph.shape.roots
         self.lanes = placement.lanes
         self.submit_sensitive = submit_sensitive or submit
+        self.max_pending = max_pending
+        self._errors_returned = errors_returned
         self._wrappers = hooks.thread_call_wrappers()
         self._caller_wrappers = hooks.caller_thread_wrappers()
         self.async_wrappers = hooks.async_call_wrappers()
@@ -234,6 +238,7 @@ class Run:
                 errors=dict(self._errors),
                 timings=dict(self._timings),
                 exception=self._failure,
+                errors_returned=self._errors_returned,
             )
 
     # --- dispatch --------------------------------------------------------------------
@@ -277,6 +282,8 @@ class Run:
         try:
             check_iterable(spec.name, source.name, value)
             items = list(value)  # type: ignore[arg-type]
+            if self.max_pending is not None and len(items) > self.max_pending:
+                raise MaxPendingError(spec.name, len(items), self.max_pending)
         except BaseException as error:
             self.fail(spec.name, None, error, ended_call=False)
             return None

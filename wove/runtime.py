@@ -1,4 +1,5 @@
-"""Process-wide settings: ``wove.configure(...)``."""
+"""Process-wide runtime settings: ``wove.configure(...)`` (also reachable through
+``wove.config(...)``, which sets task defaults as well: see :mod:`.process_defaults`)."""
 
 from __future__ import annotations
 
