@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any, Final
 
-from ..errors import TaskTimeout
+from ..errors import RemoteResultLost, RemoteWorkerLost, TaskTimeout
 from ..lanes import hooks, loops, pool, services, timer
 from ..placement import THREAD, Lane
 from ..task_spec import NO_OPTIONS, TaskSpec
@@ -210,16 +210,30 @@ def again(
 ) -> bool:
     """Trace this attempt; True to try again. Exceptions are retried while retries are
     left and the run has not failed, but not the attempt's own timeout (``timed_out``),
-    KeyboardInterrupt or SystemExit. (A TaskTimeout from a weave nested in the task is
-    an ordinary exception of this task, and is retried.)"""
+    KeyboardInterrupt or SystemExit, nor a remote call whose outcome is unknown (see
+    :func:`outcome_unknown`) unless the task is ``idempotent=True``. (A TaskTimeout
+    from a weave nested in the task is an ordinary exception of this task, and is
+    retried.)"""
     if run.recorder is not None:
         lane = run.lanes[spec.name]
         run.recorder.record(
             spec.name, index, lane, began, attempt, error, extra, timed_out=timed_out
         )
     return (
-        isinstance(error, Exception) and not timed_out and attempt < spec.retries and not run.failed
+        isinstance(error, Exception)
+        and not timed_out
+        and attempt < spec.retries
+        and not run.failed
+        and not (outcome_unknown(error) and not spec.idempotent)
     )
+
+
+def outcome_unknown(error: BaseException) -> bool:
+    """Whether ``error`` says a remote call may have run without its caller learning how
+    it ended (its worker or its result was lost): resending it could run it twice. The
+    function's own exception (it ran, and failed) and a call that never ran are known
+    outcomes."""
+    return isinstance(error, RemoteWorkerLost | RemoteResultLost) and error.may_have_started
 
 
 def arm_timeout(run: Run, spec: TaskSpec, index: int | None, *, sync: bool) -> TimedCall:
