@@ -60,7 +60,7 @@ class CeleryEnv:
     A worker renews the lease of each call it runs every ``heartbeat`` seconds; a
     caller whose claimed call has had no lease for ``lease`` seconds, and no reply,
     fails it with :class:`wove.RemoteWorkerLost`. A lost worker is so reported within
-    about ``2 * lease + heartbeat`` seconds of its death (5 s by default) with no
+    ``2 * (lease + heartbeat)`` seconds of its death (5 s by default) with no
     ``timeout=``; a call still queued (no worker took it) is never lost: it waits, up
     to its ``timeout=``. ``heartbeat`` must be below ``lease``; keep ``lease`` above the
     longest pause of a worker process (garbage collection, a stalled VM).

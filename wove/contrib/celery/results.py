@@ -89,6 +89,7 @@ class ResultWaiter:
         backend = json_backend(self._app)  # this thread's own
         pushed = bool(getattr(backend, "is_async", False))
         leased = has_leases(backend)
+        failing = False
         while True:
             try:
                 self._take_new(backend, pushed, leased)
@@ -100,8 +101,13 @@ class ResultWaiter:
                     self._drain(backend)
                 else:
                     self._poll(backend)
+                if failing:
+                    logger.warning("wove: waiting for Celery results works again")
+                    failing = False
             except Exception:  # a broken connection: the backend reconnects on next use
-                logger.exception("wove: waiting for Celery results failed; retrying")
+                if not failing:  # once per outage, not every POLL_INTERVAL
+                    logger.exception("wove: waiting for Celery results failed; retrying")
+                    failing = True
                 with self._wake:
                     self._wake.wait(POLL_INTERVAL)
 
