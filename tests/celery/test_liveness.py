@@ -277,3 +277,16 @@ def test_calls_still_queued_when_the_worker_restarts_run_once_on_the_new_one(
     restarter.join()
     assert w.result.counted == [0, 10, 20, 30]
     assert sorted(_lines(runs)) == ["0", "1", "2", "3"]  # each ran once
+
+
+@pytest.mark.timeout(60)
+def test_a_call_no_worker_took_is_not_lost_it_waits_for_its_timeout(cluster: Cluster) -> None:
+    # No worker at all: the call stays queued, unclaimed, past the lost-worker bound.
+    began = time.monotonic()
+    with pytest.raises(wove.TaskTimeout), weave() as w:
+
+        @w.do(env=ENV, timeout=BOUND + 3)
+        def queued() -> None:
+            pass
+
+    assert time.monotonic() - began >= BOUND + 3

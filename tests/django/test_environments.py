@@ -249,6 +249,8 @@ def test_the_environment_keys_are_documented() -> None:
         "MAX_PAYLOAD",
         "QUEUE",
         "TERMINATE_ON_CANCEL",
+        "LEASE",
+        "HEARTBEAT",
     }
     assert conf.DEFAULTS["ENVIRONMENTS"] == {}
     assert conf.load({}, debug=False).environments == {}
@@ -270,3 +272,18 @@ def test_an_app_path_that_cannot_be_imported_is_a_system_check_error() -> None:
         [error] = _errors()
     assert "settings.WOVE['ENVIRONMENTS']['celery']['APP']" in error.msg
     assert "cannot be imported" in error.msg
+
+
+def test_lease_and_heartbeat_come_from_the_settings() -> None:
+    options = {"APP": APP_PATH, "KEYS": [KEY], "LEASE": 4.0, "HEARTBEAT": 1.0}
+    with override_settings(WOVE={"ENVIRONMENTS": {"celery": options}}):
+        env = get_env("celery")
+    assert isinstance(env, CeleryEnv)
+    assert (env.lease, env.heartbeat) == (4.0, 1.0)
+
+
+def test_a_heartbeat_not_below_the_lease_is_a_system_check_error() -> None:
+    options = {"APP": APP_PATH, "KEYS": [KEY], "LEASE": 1.0, "HEARTBEAT": 1.0}
+    with override_settings(WOVE={"ENVIRONMENTS": {"celery": options}}):
+        [error] = _errors()
+    assert "must be shorter than lease" in error.msg
