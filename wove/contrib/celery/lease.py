@@ -89,7 +89,7 @@ class Heartbeat:
             self._held.pop(task_id, None)
 
     def _serve(self) -> None:
-        from .results import json_backend  # (results imports nothing of this module)
+        from .results import json_backend  # here: results imports this module
 
         client = json_backend(self._app).client  # this thread's own
         while True:
