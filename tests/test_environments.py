@@ -435,7 +435,7 @@ def test_retries_call_the_env_again(env: FakeEnv) -> None:
 
     with wove.collect() as records, weave() as w:
 
-        @w.do(env=ENV, retries=2)
+        @w.do(env=ENV, retries=2, idempotent=True)
         def flaky() -> str:
             return "finally"
 
@@ -453,7 +453,7 @@ def test_retries_exhausted_raise_the_last_error(env: FakeEnv) -> None:
 
     with pytest.raises(ConnectionError, match="flaky remote run"), weave() as w:
 
-        @w.do(env=ENV, retries=2)
+        @w.do(env=ENV, retries=2, idempotent=True)
         def flaky() -> str:
             return "never"
 
@@ -785,3 +785,95 @@ def test_a_thread_sensitive_task_is_not_sent_by_the_weave_env(env: FakeEnv) -> N
 
     assert w.result.kept_here == threading.current_thread().name
     assert env.calls == []
+
+
+class Unlucky:
+    """An env whose calls end with ``error`` ``times`` times, then run."""
+
+    def __init__(self, error: Exception, times: int) -> None:
+        self.error = error
+        self.times = times
+        self.calls = 0
+
+    async def run(self, call: RemoteCall) -> Any:
+        self.calls += 1
+        if self.calls <= self.times:
+            raise self.error
+        return call.function(**call.kwargs)
+
+    def detach(self, weave: DetachedWeave) -> str:
+        raise AssertionError("not used")
+
+
+def _run_with_retries(error: Exception, **options: Any) -> tuple[Unlucky, Any]:
+    """A task with retries=2 on an env failing twice: (the env, the value or error)."""
+    unlucky = Unlucky(error, times=2)
+    remove = register_env("unlucky", unlucky)
+    try:
+        with weave() as w:
+
+            @w.do(env="unlucky", retries=2, **options)
+            def work() -> str:
+                return "done"
+
+        return unlucky, w.result.work
+    except Exception as raised:
+        return unlucky, raised
+    finally:
+        remove()
+
+
+LOST = wove.RemoteWorkerLost("work", "WorkerLost", "the worker was lost", None)
+RESULT_LOST = wove.RemoteResultLost("work", "ResultLost", "the reply was lost", None)
+NEVER_RAN = wove.RemoteNeverRan("work", "EnvelopeError", "refused", None)
+
+
+@pytest.mark.parametrize("error", [LOST, RESULT_LOST], ids=["worker-lost", "result-lost"])
+def test_retries_do_not_resend_a_call_that_may_have_run(error: Exception) -> None:
+    unlucky, outcome = _run_with_retries(error)
+    assert outcome is error
+    assert unlucky.calls == 1
+
+
+@pytest.mark.parametrize("error", [LOST, RESULT_LOST], ids=["worker-lost", "result-lost"])
+def test_retries_resend_a_call_that_may_have_run_when_the_task_is_idempotent(
+    error: Exception,
+) -> None:
+    unlucky, outcome = _run_with_retries(error, idempotent=True)
+    assert outcome == "done"
+    assert unlucky.calls == 3
+
+
+def test_retries_resend_a_call_that_never_ran() -> None:
+    unlucky, outcome = _run_with_retries(NEVER_RAN)
+    assert outcome == "done"
+    assert unlucky.calls == 3
+
+
+def test_retries_do_not_resend_a_remote_call_whose_function_raised() -> None:
+    # It ran: resending could run non-idempotent work twice (a local task is retried).
+    own = ValueError("the function's own")
+    unlucky, outcome = _run_with_retries(own)
+    assert outcome is own
+    assert unlucky.calls == 1
+    unlucky, outcome = _run_with_retries(ValueError("again"), idempotent=True)
+    assert outcome == "done"
+    assert unlucky.calls == 3
+
+
+def test_a_worker_lost_before_the_call_started_is_resent() -> None:
+    early = wove.RemoteWorkerLost("work", "WorkerLost", "lost", None, may_have_started=False)
+    unlucky, outcome = _run_with_retries(early)
+    assert outcome == "done"
+    assert unlucky.calls == 3
+
+
+def test_idempotent_must_be_a_bool() -> None:
+    with (
+        pytest.raises(InvalidOptionError, match="idempotent must be True or False"),
+        weave() as w,
+    ):
+
+        @w.do(idempotent="yes")  # type: ignore[arg-type]
+        def work() -> None:
+            pass

@@ -69,6 +69,7 @@ class Do:
         limit_per_minute: float | _Unset | None = UNSET,
         thread_sensitive: bool | _Unset | None = UNSET,
         env: str | _Unset | None = UNSET,
+        idempotent: bool | _Unset = UNSET,
     ) -> Callable[[F], F]: ...
 
     def __call__(
@@ -82,6 +83,7 @@ class Do:
         limit_per_minute: float | _Unset | None = UNSET,
         thread_sensitive: bool | _Unset | None = UNSET,
         env: str | _Unset | None = UNSET,
+        idempotent: bool | _Unset = UNSET,
     ) -> Any:
         if type(source) is FunctionType:  # bare @do on a `def`: the hot path
             spec = known_function_spec(source, self._takes_self)
@@ -92,7 +94,8 @@ class Do:
             return self._registered(make_spec(source, None, NO_OPTIONS, self._takes_self), source)
         # Checked here, at the decorator line, so a mistake points at it.
         options = _options(
-            retries, timeout, workers, limit_per_minute, thread_sensitive, env, source is not None
+            (retries, timeout, workers, limit_per_minute, thread_sensitive, env, idempotent),
+            source is not None,
         )
         map_source = None if source is None else map_source_of(source)
 
@@ -107,18 +110,9 @@ class Do:
 _OPTIONS: dict[tuple[Any, ...], TaskOptions] = {}
 
 
-def _options(
-    retries: Any,
-    timeout: Any,
-    workers: Any,
-    limit_per_minute: Any,
-    thread_sensitive: Any,
-    env: Any,
-    mapped: bool,
-) -> TaskOptions:
-    """Validated options, one shared object per distinct set (a block's decorators run
-    on every run of it)."""
-    values = (retries, timeout, workers, limit_per_minute, thread_sensitive, env)
+def _options(values: tuple[Any, ...], mapped: bool) -> TaskOptions:
+    """Validated options (``values`` in :class:`TaskOptions` field order), one shared
+    object per distinct set (a block's decorators run on every run of it)."""
     if all(value is UNSET for value in values):
         return NO_OPTIONS  # the shared object, so `options is NO_OPTIONS` finds lean paths
     # Types too: 1 == True and 1 == 1.0, but they are not the same option value.
@@ -128,14 +122,7 @@ def _options(
     except TypeError:  # an unhashable value: let validation say what is wrong with it
         cached = None
     if cached is None:
-        cached = TaskOptions(
-            retries=retries,
-            timeout=timeout,
-            workers=workers,
-            limit_per_minute=limit_per_minute,
-            thread_sensitive=thread_sensitive,
-            env=env,
-        )
+        cached = TaskOptions(*values)
         check_options(cached, mapped=mapped)
         cached = cached.normalized()
         if len(_OPTIONS) < 1024:

@@ -45,6 +45,9 @@ class TaskOptions:
     thread_sensitive: bool | _Unset | None = UNSET
     #: The remote environment the task runs in (``None``: here, whatever the weave says).
     env: str | _Unset | None = UNSET
+    #: Running the task twice is harmless: ``retries=`` may resend a remote call whose
+    #: function may have run (its worker lost, its result lost).
+    idempotent: bool | _Unset = UNSET
 
     def normalized(self) -> TaskOptions:
         """``timeout=float('inf')`` is no timeout: the same as ``timeout=None``."""
@@ -126,6 +129,10 @@ class TaskSpec(NamedTuple):
         before routing: see :func:`wove.environments.route`)."""
         env = self.options.env
         return None if env is UNSET else env
+
+    @property
+    def idempotent(self) -> bool:
+        return self.options.idempotent is True
 
     @property
     def limit_per_minute(self) -> float | None:
@@ -250,6 +257,9 @@ def check_options(options: TaskOptions, *, mapped: bool) -> None:
         raise InvalidOptionError(
             f"thread_sensitive must be True, False or None (the weave decides), got {sensitive!r}"
         )
+    idempotent = options.idempotent
+    if not (idempotent is UNSET or isinstance(idempotent, bool)):
+        raise InvalidOptionError(f"idempotent must be True or False, got {idempotent!r}")
     env = options.env
     if env is not UNSET:
         check_env(env)

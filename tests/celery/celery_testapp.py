@@ -71,6 +71,9 @@ if CeleryEnv is not None:
     wove.register_env("celery", CeleryEnv(app, keys=WOVE_KEYS))
     # A second environment, for the worker of test_tracing_celery.py (its own queue).
     wove.register_env("celery-traced", CeleryEnv(app, keys=WOVE_KEYS, queue=TRACED_QUEUE))
+    # For test_liveness.py's workers, each on a Redis of its own (the test process
+    # registers this name again, on an app of that Redis).
+    wove.register_env("liveness", CeleryEnv(app, keys=WOVE_KEYS))
 
 
 def _record_spans(path: str) -> None:

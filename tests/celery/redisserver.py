@@ -107,15 +107,17 @@ class RedisServer:
         self.process.wait(STOP_TIMEOUT)
 
 
-def start_redis(directory: str | os.PathLike[str]) -> RedisServer:
-    """Start ``redis-server`` on a free port of 127.0.0.1, its files in ``directory``;
-    the caller must ``stop()`` it."""
+def start_redis(directory: str | os.PathLike[str], port: int | None = None) -> RedisServer:
+    """Start ``redis-server`` on a free port of 127.0.0.1 (or on ``port``: a server
+    restarted where clients expect it), its files in ``directory``; the caller must
+    ``stop()`` it."""
     program = find_redis_server()
     directory = os.fspath(directory)
     os.makedirs(directory, exist_ok=True)
     log_path = os.path.join(directory, "redis.log")
+    chosen = port
     for attempt in range(5):
-        port = free_port()
+        port = chosen or free_port()
         command = [
             program,
             *("--port", str(port), "--bind", "127.0.0.1"),
@@ -143,7 +145,11 @@ def start_redis(directory: str | os.PathLike[str]) -> RedisServer:
         # Another process may have taken the port between free_port() and the bind.
         mine = f"{server.pid}:"
         lines = [line for line in server.log_text().splitlines() if line.startswith(mine)]
-        if attempt < 4 and any("Address already in use" in line for line in lines):
+        if (
+            chosen is None
+            and attempt < 4
+            and any("Address already in use" in line for line in lines)
+        ):
             continue
         why = (
             f"exited with {exited}"

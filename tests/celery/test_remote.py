@@ -131,12 +131,12 @@ def test_an_exception_that_cannot_be_rebuilt_becomes_remote_task_error() -> None
     assert "raise Picky(7" in (error.remote_traceback or "")
 
 
-def test_retries_resend_the_call_as_for_a_local_task(tmp_path: Path) -> None:
+def test_retries_resend_an_idempotent_call_as_for_a_local_task(tmp_path: Path) -> None:
     attempts = tmp_path / "attempts"
 
     with weave() as w:
 
-        @w.do(env="celery", retries=2)
+        @w.do(env="celery", retries=2, idempotent=True)
         def flaky() -> int:
             with attempts.open("a") as file:
                 file.write("x")

@@ -17,7 +17,7 @@ from celery import Celery
 from celery.result import AsyncResult
 
 import wove
-from wove import RemoteTaskError, TaskTimeout, weave
+from wove import RemoteNeverRan, RemoteTaskError, TaskTimeout, weave
 from wove.contrib.celery import TASK_NAME, CeleryEnv, PayloadTooLarge, capture
 from wove.contrib.celery.envelope import seal
 
@@ -68,6 +68,9 @@ def test_a_refused_envelope_comes_back_as_remote_task_error_naming_envelope_erro
     finally:
         remove()
     error = caught.value
+    # Refused before anything was unpickled: the function never ran, resending is safe.
+    assert isinstance(error, RemoteNeverRan)
+    assert error.may_have_started is False
     assert error.remote_type.endswith("EnvelopeError"), error.remote_type
     assert error.remote_message.startswith("no CeleryEnv is registered as 'stranger'"), (
         error.remote_message

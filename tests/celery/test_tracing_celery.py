@@ -277,7 +277,7 @@ def test_the_workers_span_is_a_child_of_the_callers_remote_attempt(
             def priced(item: int) -> int:
                 return item + 1
 
-            @w.do(retries=1)
+            @w.do(retries=1, idempotent=True)
             def flaky(x: int) -> int:
                 if not marker.exists():
                     marker.write_text("1")

@@ -16,7 +16,7 @@ from django.test import override_settings
 import wove
 from wove import InvalidOptionError
 from wove.contrib.celery import CeleryEnv, EnvelopeError, Keyring
-from wove.contrib.celery.envelope import derive_key_id, open_envelope, seal
+from wove.contrib.celery.envelope import derive_key_id, open_envelope, purpose_key, seal
 from wove.contrib.django import conf
 from wove.environments import get_env
 
@@ -27,6 +27,11 @@ APP_PATH = f"{__name__}.app"
 KEY = "k" * 40
 NEW_SECRET = "n" * 40
 OLD_SECRET = "o" * 40
+
+
+def _derived(secret: str) -> bytes:
+    """The signing key Wove makes of a Django secret for envelopes."""
+    return purpose_key(secret, conf.ENVELOPE_PURPOSE)
 
 
 def _errors() -> list[Error]:
@@ -133,29 +138,52 @@ def test_a_project_env_of_another_name_is_left_alone() -> None:
 
 
 @override_settings(SECRET_KEY=NEW_SECRET, SECRET_KEY_FALLBACKS=[OLD_SECRET])
-def test_keys_default_to_the_secret_key_and_its_fallbacks() -> None:
+def test_keys_default_to_keys_derived_from_the_secret_key_and_its_fallbacks() -> None:
     with override_settings(WOVE={"ENVIRONMENTS": {"celery": {"APP": APP_PATH}}}):
         env = get_env("celery")
         assert _errors() == []
     assert isinstance(env, CeleryEnv)
-    new_id, old_id = derive_key_id(NEW_SECRET.encode()), derive_key_id(OLD_SECRET.encode())
+    new_id, old_id = derive_key_id(_derived(NEW_SECRET)), derive_key_id(_derived(OLD_SECRET))
     assert env.keyring.key_ids == (new_id, old_id)
     assert env.keyring.signing_id == new_id
+    # The raw secrets are never the HMAC keys: the derived keys are other bytes...
+    assert env.keyring.secret(new_id) not in (NEW_SECRET.encode(), None)
+    assert env.keyring.secret(old_id) not in (OLD_SECRET.encode(), None)
+    # ...so an envelope signed with the raw SECRET_KEY is refused.
+    raw = seal(Keyring.from_config([NEW_SECRET]), "call", "m-0", b"raw")
+    with pytest.raises(EnvelopeError) as refused_raw:
+        open_envelope(env.keyring, raw, kind="call", max_age=60)
+    assert refused_raw.value.reason == "unknown-key"
 
     # Rotation: what the old key sealed still verifies...
-    old_only = Keyring.from_config([OLD_SECRET])
+    old_only = Keyring.from_config([_derived(OLD_SECRET)])
     sealed_before = seal(old_only, "call", "m-1", b"before the rotation")
     assert open_envelope(env.keyring, sealed_before, kind="call", max_age=60) == (
         b"before the rotation"
     )
-    # ...and what this process seals now is signed with SECRET_KEY.
+    # ...and what this process seals now is signed with SECRET_KEY's key.
     sealed_now = seal(env.keyring, "call", "m-2", b"after")
     assert sealed_now["kid"] == new_id
-    new_only = Keyring.from_config([NEW_SECRET])
+    new_only = Keyring.from_config([_derived(NEW_SECRET)])
     assert open_envelope(new_only, sealed_now, kind="call", max_age=60) == b"after"
     with pytest.raises(EnvelopeError) as refused:
         open_envelope(old_only, sealed_now, kind="call", max_age=60)
     assert refused.value.reason == "unknown-key"
+
+
+def test_explicit_keys_are_used_as_given() -> None:
+    with override_settings(WOVE={"ENVIRONMENTS": {"celery": {"APP": APP_PATH, "KEYS": [KEY]}}}):
+        env = get_env("celery")
+    assert isinstance(env, CeleryEnv)
+    assert env.keyring.key_ids == (derive_key_id(KEY.encode()),)
+    assert env.keyring.secret(derive_key_id(KEY.encode())) == KEY.encode()
+
+
+def test_the_derivation_is_purpose_specific_and_stable() -> None:
+    assert _derived(NEW_SECRET) == _derived(NEW_SECRET)
+    assert len(_derived(NEW_SECRET)) == 32
+    assert purpose_key(NEW_SECRET, "another purpose") != _derived(NEW_SECRET)
+    assert _derived(OLD_SECRET) != _derived(NEW_SECRET)
 
 
 def test_a_short_secret_key_without_keys_is_reported_with_where_the_keys_came_from() -> None:
@@ -221,6 +249,8 @@ def test_the_environment_keys_are_documented() -> None:
         "MAX_PAYLOAD",
         "QUEUE",
         "TERMINATE_ON_CANCEL",
+        "LEASE",
+        "HEARTBEAT",
     }
     assert conf.DEFAULTS["ENVIRONMENTS"] == {}
     assert conf.load({}, debug=False).environments == {}
@@ -229,11 +259,11 @@ def test_the_environment_keys_are_documented() -> None:
 @override_settings(SECRET_KEY=NEW_SECRET)
 def test_a_secret_key_change_alone_rebuilds_the_default_keys() -> None:
     with override_settings(WOVE={"ENVIRONMENTS": {"celery": {"APP": APP_PATH}}}):
-        assert get_env("celery").keyring.signing_id == derive_key_id(NEW_SECRET.encode())
+        assert get_env("celery").keyring.signing_id == derive_key_id(_derived(NEW_SECRET))
         with override_settings(SECRET_KEY=OLD_SECRET):
             env = get_env("celery")
             assert isinstance(env, CeleryEnv)
-            assert env.keyring.signing_id == derive_key_id(OLD_SECRET.encode())
+            assert env.keyring.signing_id == derive_key_id(_derived(OLD_SECRET))
 
 
 def test_an_app_path_that_cannot_be_imported_is_a_system_check_error() -> None:
@@ -242,3 +272,18 @@ def test_an_app_path_that_cannot_be_imported_is_a_system_check_error() -> None:
         [error] = _errors()
     assert "settings.WOVE['ENVIRONMENTS']['celery']['APP']" in error.msg
     assert "cannot be imported" in error.msg
+
+
+def test_lease_and_heartbeat_come_from_the_settings() -> None:
+    options = {"APP": APP_PATH, "KEYS": [KEY], "LEASE": 4.0, "HEARTBEAT": 1.0}
+    with override_settings(WOVE={"ENVIRONMENTS": {"celery": options}}):
+        env = get_env("celery")
+    assert isinstance(env, CeleryEnv)
+    assert (env.lease, env.heartbeat) == (4.0, 1.0)
+
+
+def test_a_heartbeat_not_below_the_lease_is_a_system_check_error() -> None:
+    options = {"APP": APP_PATH, "KEYS": [KEY], "LEASE": 1.0, "HEARTBEAT": 1.0}
+    with override_settings(WOVE={"ENVIRONMENTS": {"celery": options}}):
+        [error] = _errors()
+    assert "must be shorter than lease" in error.msg

@@ -18,10 +18,10 @@ from collections.abc import Callable, Mapping
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any, Final
 
-from ..errors import TaskTimeout
+from ..errors import RemoteTaskError, TaskTimeout
 from ..lanes import hooks, loops, pool, services, timer
 from ..lanes.task_thread import TaskThread
-from ..placement import THREAD, Lane
+from ..placement import REMOTE, THREAD, Lane
 from ..task_spec import NO_OPTIONS, TaskSpec
 from ..tracing import (
     NO_EXTRA,
@@ -212,16 +212,30 @@ def again(
 ) -> bool:
     """Trace this attempt; True to try again. Exceptions are retried while retries are
     left and the run has not failed, but not the attempt's own timeout (``timed_out``),
-    KeyboardInterrupt or SystemExit. (A TaskTimeout from a weave nested in the task is
-    an ordinary exception of this task, and is retried.)"""
+    KeyboardInterrupt or SystemExit, nor a remote call that may have run (see
+    :func:`may_have_run`) unless the task is ``idempotent=True``. (A TaskTimeout
+    from a weave nested in the task is an ordinary exception of this task, and is
+    retried.)"""
     if run.recorder is not None:
         lane = run.lanes[spec.name]
         run.recorder.record(
             spec.name, index, lane, began, attempt, error, extra, timed_out=timed_out
         )
     return (
-        isinstance(error, Exception) and not timed_out and attempt < spec.retries and not run.failed
+        isinstance(error, Exception)
+        and not timed_out
+        and attempt < spec.retries
+        and not run.failed
+        and not (run.lanes[spec.name] == REMOTE and may_have_run(error) and not spec.idempotent)
     )
+
+
+def may_have_run(error: BaseException) -> bool:
+    """Whether a remote call that failed with ``error`` may have run its function:
+    resending it could then run non-idempotent work twice. Only a call known never to
+    have started (:class:`~wove.RemoteNeverRan`) is safe to resend; the function's own
+    exception says it ran, and a lost worker or result that it may have."""
+    return not (isinstance(error, RemoteTaskError) and not error.may_have_started)
 
 
 def arm_timeout(run: Run, spec: TaskSpec, index: int | None, *, sync: bool) -> TimedCall:

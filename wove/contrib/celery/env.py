@@ -22,11 +22,12 @@ from typing import Any, Final
 from celery import Celery, states
 from celery.utils import uuid
 
-from wove import InvalidOptionError, RemoteTaskError, annotate
+from wove import InvalidOptionError, annotate
 from wove.lowlevel import DetachedWeave, RemoteCall
 
 from . import capture, replies
 from .envelope import EnvelopeError, Keyring, open_envelope, seal
+from .failures import UNSENT, failure
 from .results import backend_name, waiter_for
 from .sending import send_soon
 from .tracing import call_name, trace_context, weave_name
@@ -39,8 +40,6 @@ TASK_NAME: Final = "wove.run"
 CALL: Final = "call"
 WEAVE: Final = "weave"
 REPLY: Final = "reply"
-#: The state delivered for a call the broker did not take (its exception re-raised).
-UNSENT: Final = "WOVE-UNSENT"
 
 
 class CeleryEnv:
@@ -57,6 +56,15 @@ class CeleryEnv:
     a cancelled call's task is revoked; when it already runs, True also stops it
     (SIGTERM to the worker process running it), False lets it finish.
 
+    ``lease`` and ``heartbeat``: the liveness of a running call (Redis result backend).
+    A worker renews the lease of each call it runs every ``heartbeat`` seconds; a
+    caller whose claimed call has had no lease for ``lease`` seconds, and no reply,
+    fails it with :class:`wove.RemoteWorkerLost`. A lost worker is so reported within
+    ``2 * (lease + heartbeat)`` seconds of its death (5 s by default) with no
+    ``timeout=``; a call still queued (no worker took it) is never lost: it waits, up
+    to its ``timeout=``. ``heartbeat`` must be below ``lease``; keep ``lease`` above the
+    longest pause of a worker process (garbage collection, a stalled VM).
+
     Configure it the same way in the processes that send and in the workers.
     """
 
@@ -69,6 +77,8 @@ class CeleryEnv:
         max_payload: int | None = 1_000_000,
         queue: str | None = None,
         terminate_on_cancel: bool = True,
+        lease: float = 2.0,
+        heartbeat: float = 0.5,
     ) -> None:
         if not (app is None or isinstance(app, Celery | str)):
             raise InvalidOptionError(
@@ -88,11 +98,22 @@ class CeleryEnv:
             raise InvalidOptionError(
                 f"terminate_on_cancel must be True or False, got {terminate_on_cancel!r}"
             )
+        for name, value in (("lease", lease), ("heartbeat", heartbeat)):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise InvalidOptionError(f"{name} must be a number of seconds > 0, got {value!r}")
+        if not heartbeat < lease:
+            raise InvalidOptionError(
+                f"heartbeat ({heartbeat!r} s) must be shorter than lease ({lease!r} s): a "
+                f"worker renews a lease every heartbeat, before it expires (e.g. lease=2.0, "
+                f"heartbeat=0.5)"
+            )
         self.keyring = Keyring.from_config(keys)
         self.max_age = float(max_age)
         self.max_payload = max_payload
         self.queue = queue
         self.terminate_on_cancel = terminate_on_cancel
+        self.lease = float(lease)
+        self.heartbeat = float(heartbeat)
         self._app_config = app
         self._app: Celery | None = app if isinstance(app, Celery) else None
         self._checked = False
@@ -134,7 +155,8 @@ class CeleryEnv:
                 pass
 
         waiter = waiter_for(app)
-        waiter.expect(task_id, deliver)  # before sending: the reply cannot be missed
+        # Before sending: the reply cannot be missed.
+        waiter.expect(task_id, deliver, self.lease, self.heartbeat)
 
         def send() -> None:  # on the sending thread: the loop never waits for the broker
             try:
@@ -216,19 +238,7 @@ class CeleryEnv:
             result, info = replies.outcome(task, task_id, body)
             annotate(celery_task=task_id, worker=info.get("worker"))
             return result
-        if state == UNSENT:  # the broker refused it: nothing ran
-            raise value
-        if state == states.REVOKED:
-            raise RemoteTaskError(
-                task, "TaskRevokedError", f"Celery task {task_id} was revoked", None
-            )
-        # FAILURE stored by Celery itself: the worker was lost, a time limit hit, or the
-        # worker refused the envelope. Its exception is Celery's JSON form: text only.
-        kind = type(value).__name__ if isinstance(value, BaseException) else "Error"
-        error = RemoteTaskError(task, kind, str(value), traceback)
-        if traceback:
-            error.add_note(f"wove: remote traceback (Celery task {task_id}):\n{traceback}")
-        raise error
+        raise failure(task, task_id, state, value, traceback)
 
     def _results_app(self) -> Celery:
         """The app, its result backend checked once: Wove needs one any thread reads."""

@@ -96,6 +96,18 @@ class EnvelopeError(WoveError, ValueError):
         return (type(self), (self.reason, self.message))
 
 
+def purpose_key(secret: str | bytes, purpose: str, what: str = "the secret") -> bytes:
+    """A signing key for ``purpose`` made from a general-purpose secret (Django's
+    ``SECRET_KEY``): SHA-256 of ``b"wove.purpose:" + purpose + b"\\n" + secret``, as
+    Django's ``salted_hmac`` derives its keys, so the raw secret is never an HMAC key and
+    a MAC made here is worthless to anything else keyed by the same secret (and the
+    reverse). ``secret`` must be at least :data:`MIN_SECRET_BYTES` long (checked before
+    deriving: the derived key is always 32 bytes); ``what`` names it in that error."""
+    raw = _secret_bytes(secret, what)
+    salt = f"wove.purpose:{purpose}\n".encode()
+    return hashlib.sha256(salt + raw).digest()
+
+
 def derive_key_id(secret: bytes) -> str:
     """The id of a secret given without one: the first 12 hex digits of
     HMAC-SHA256(secret, ``b"wove key id"``). It reveals nothing usable about the

@@ -1,9 +1,11 @@
 """A remote call's outcome -> the reply body the worker seals, and back.
 
-A reply body is a pickled tuple: ``("ok", value, info)`` or ``("error", exception,
-type name, message, traceback, info)``, where ``exception`` is the pickled exception, or
-None when it cannot travel (the type name, message and traceback always do). ``info``
-says where and how long it ran: ``{"worker": hostname, "seconds": duration}``.
+A reply body is a pickled tuple: ``("ok", value, info)``, ``("error", exception, type
+name, message, traceback, info)``, where ``exception`` is the pickled exception, or None
+when it cannot travel (the type name, message and traceback always do), or ``("lost",
+type name, message, info)``: the function ran, but its reply could not be stored (the
+error that prevented it). ``info`` says where and how long it ran: ``{"worker":
+hostname, "seconds": duration}``.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import linecache
 import traceback
 from typing import Any
 
-from wove import RemoteTaskError
+from wove import RemoteResultLost, RemoteTaskError
 
 from . import capture
 from .capture import PayloadError, PayloadTooLarge
@@ -47,6 +49,12 @@ def error_body(
     if limit is not None and len(message) + len(text) > limit:
         message, text = message[: limit // 4], text[-(limit // 4) :]
     body = ("error", pickled, _type_name(error), message, text, info)
+    return capture.dumps(body, limit=None, what="the reply", parts=list)
+
+
+def lost_body(error: BaseException, info: dict[str, Any]) -> bytes:
+    """The reply recorded when the reply of a function that ran could not be stored."""
+    body = ("lost", _type_name(error), str(error)[:1000], info)
     return capture.dumps(body, limit=None, what="the reply", parts=list)
 
 
@@ -91,11 +99,22 @@ def outcome(task: str, task_id: str, body: bytes) -> tuple[Any, dict[str, Any]]:
     (its own type when it can be rebuilt, else :class:`wove.RemoteTaskError`), the
     worker's traceback attached as a note."""
     reply = capture.loads(body)
-    if not isinstance(reply, tuple) or not reply or reply[0] not in ("ok", "error"):
+    if not isinstance(reply, tuple) or not reply or reply[0] not in ("ok", "error", "lost"):
         raise RemoteTaskError(task, "ValueError", f"unreadable reply {reply!r:.200}", None)
     if reply[0] == "ok":
         _, value, info = reply
         return value, info
+    if reply[0] == "lost":
+        _, type_name, message, info = reply
+        worker = info.get("worker") or "a worker"
+        raise RemoteResultLost(
+            task,
+            "ResultLost",
+            f"the function ran on {worker} (Celery task {task_id}) and finished, but its "
+            f"reply could not be stored ({type_name}: {message}), so its result or error "
+            f"is lost; it is not resent (retries=) unless the task is idempotent=True",
+            None,
+        )
     _, pickled, type_name, message, text, info = reply
     error: BaseException | None = None
     if pickled is not None:

@@ -10,6 +10,12 @@ pushed messages; with the others (database, file...), it polls them.
 Callers send their task without subscribing (Wove's task stores its own reply), so a
 reply may be stored before the waiter subscribes: after subscribing, the waiter reads
 the result once, and a reply already there is delivered at once.
+
+With Redis, the waiter also watches the liveness of its pending calls (see
+:mod:`wove.contrib.celery.lease`): every heartbeat it reads their claims and leases in
+one round trip, and a call claimed by a worker whose lease has been missing for a whole
+lease (as this process's clock measures it, and only while Redis answers), with no
+reply stored, is delivered as lost.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -25,6 +32,9 @@ from celery.app.backends import by_url
 from celery.result import AsyncResult
 
 from wove.lowlevel import start_service
+
+from .failures import WAIT_FAILED, WORKER_LOST
+from .lease import claim_key, has_leases, lease_key
 
 logger: Final = logging.getLogger("wove")
 
@@ -45,18 +55,23 @@ class ResultWaiter:
     def __init__(self, app: Celery) -> None:
         self._app = app
         self._wake = threading.Condition(threading.Lock())
-        self._inbox: list[tuple[str, Deliver]] = []
+        self._inbox: list[tuple[str, Deliver, float, float]] = []
         self._dropped: list[str] = []
         self._started = False
         # The waiter thread's own state (touched by it alone).
         self._pending: dict[str, tuple[Deliver, AsyncResult | None]] = {}
+        self._watched: dict[str, tuple[float, float]] = {}  # id -> (lease, heartbeat)
+        self._missing: dict[str, float] = {}  # id -> when its lease was first missed
+        self._next_watch = 0.0
 
     # --- any thread ------------------------------------------------------------------
 
-    def expect(self, task_id: str, deliver: Deliver) -> None:
-        """Call ``deliver`` (on the waiter's thread) once ``task_id`` is ready."""
+    def expect(self, task_id: str, deliver: Deliver, lease: float, heartbeat: float) -> None:
+        """Call ``deliver`` (on the waiter's thread) once ``task_id`` is ready, or once
+        it is claimed and its lease has been missing for ``lease`` seconds (checked every
+        ``heartbeat``): then as :data:`~wove.contrib.celery.failures.WORKER_LOST`."""
         with self._wake:
-            self._inbox.append((task_id, deliver))
+            self._inbox.append((task_id, deliver, lease, heartbeat))
             if not self._started:
                 self._started = True
                 start_service(self._serve, "wove-celery-results")
@@ -73,40 +88,53 @@ class ResultWaiter:
     def _serve(self) -> None:
         backend = json_backend(self._app)  # this thread's own
         pushed = bool(getattr(backend, "is_async", False))
+        leased = has_leases(backend)
+        failing = False
         while True:
             try:
-                self._take_new(backend, pushed)
+                self._take_new(backend, pushed, leased)
                 if not self._pending:
                     continue
+                if self._watched and time.monotonic() >= self._next_watch:
+                    self._watch(backend)
                 if pushed:
                     self._drain(backend)
                 else:
                     self._poll(backend)
+                if failing:
+                    logger.warning("wove: waiting for Celery results works again")
+                    failing = False
             except Exception:  # a broken connection: the backend reconnects on next use
-                logger.exception("wove: waiting for Celery results failed; retrying")
+                if not failing:  # once per outage, not every POLL_INTERVAL
+                    logger.exception("wove: waiting for Celery results failed; retrying")
+                    failing = True
                 with self._wake:
                     self._wake.wait(POLL_INTERVAL)
 
-    def _take_new(self, backend: Any, pushed: bool) -> None:
+    def _take_new(self, backend: Any, pushed: bool, leased: bool) -> None:
         with self._wake:
             while not (self._inbox or self._dropped or self._pending):
                 self._wake.wait()
             new, self._inbox = self._inbox, []
             dropped, self._dropped = self._dropped, []
-        for task_id, deliver in new:
+        for task_id, deliver, lease, heartbeat in new:
             result: AsyncResult | None = None
             try:
                 if pushed:
                     result = AsyncResult(task_id, backend=backend, app=self._app)
                     result.then(self._on_ready)  # subscribes
                 self._pending[task_id] = (deliver, result)
+                if leased:
+                    due = time.monotonic() + heartbeat
+                    self._next_watch = min(self._next_watch, due) if self._watched else due
+                    self._watched[task_id] = (lease, heartbeat)
                 # Stored before the subscription? Then it is here already.
                 self._check(backend, task_id)
             except Exception as error:  # the backend is unreachable: the caller hears it
-                self._pending.pop(task_id, None)
-                deliver(states.FAILURE, error, None)
+                self._forget(task_id)
+                deliver(WAIT_FAILED, error, None)
         for task_id in dropped:
-            entry = self._pending.pop(task_id, None)
+            entry = self._forget(task_id)
             if entry is not None and entry[1] is not None:
                 backend.remove_pending_result(entry[1])  # unsubscribes
 
@@ -138,8 +166,40 @@ class ResultWaiter:
     def _on_ready(self, result: AsyncResult) -> None:
         self._settle(result.id, result.state, result.result, result.traceback)
 
+    def _watch(self, backend: Any) -> None:
+        """Read the claims and leases of the watched calls; deliver the lost ones."""
+        ids = list(self._watched)
+        now = time.monotonic()
+        self._next_watch = now + min(heartbeat for _, heartbeat in self._watched.values())
+        try:
+            values = backend.client.mget([key(i) for i in ids for key in (claim_key, lease_key)])
+        except Exception:
+            # Unreadable: nothing is known, and absence must be seen for a whole lease
+            # of answers (a lease expired while Redis was away is renewed when it is back).
+            self._missing.clear()
+            raise
+        for index, task_id in enumerate(ids):
+            claimed, alive = values[2 * index], values[2 * index + 1]
+            if alive is not None or claimed is None:  # running, or still queued
+                self._missing.pop(task_id, None)
+                continue
+            lease = self._watched[task_id][0]
+            if now - self._missing.setdefault(task_id, now) < lease:
+                continue
+            self._check(backend, task_id)  # a reply stored just now wins
+            entry = self._pending.get(task_id)
+            if entry is not None:
+                if entry[1] is not None:
+                    backend.remove_pending_result(entry[1])  # unsubscribes
+                self._settle(task_id, WORKER_LOST, lease, None)
+
+    def _forget(self, task_id: str) -> tuple[Deliver, AsyncResult | None] | None:
+        self._watched.pop(task_id, None)
+        self._missing.pop(task_id, None)
+        return self._pending.pop(task_id, None)
+
     def _settle(self, task_id: str, state: str, value: Any, traceback: str | None) -> None:
-        entry = self._pending.pop(task_id, None)
+        entry = self._forget(task_id)
         if entry is None:  # dropped, or already delivered
             return
         try:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import math
 import socket
 import time
 from typing import Any, Final, cast
@@ -30,10 +31,15 @@ from wove.lowlevel import get_env
 from . import capture, replies
 from .env import CALL, REPLY, TASK_NAME, WEAVE, CeleryEnv
 from .envelope import EnvelopeError, envelope_trace, open_envelope, seal
+from .lease import claim, claim_key, has_leases, heartbeat_for
 from .results import json_backend
 from .tracing import task_span, weave_context
 
 logger: Final = logging.getLogger("wove")
+
+#: How long (seconds) a worker tries to record that a reply it could not store is
+#: lost, before it gives up (its caller then reports the worker lost).
+LOST_PATIENCE: Final = 60.0
 
 
 def _run(self: Task, envelope: Any, env: str | None = None) -> None:
@@ -42,16 +48,34 @@ def _run(self: Task, envelope: Any, env: str | None = None) -> None:
     remote, kind, body = _opened(envelope, env, task_id)
     # (A detached weave needs no result backend; a call's reply travels through it.)
     backend = json_backend(self.app) if self.app.conf.result_backend else None
+    leased = kind == CALL and backend is not None and has_leases(backend)
     if backend is not None:
-        _claim(backend, remote, task_id, self.request)
+        _claim(backend, remote, task_id, self.request, leased)
+    if not leased:
+        _call(self, remote, kind, body, envelope, backend)
+        return
+    heartbeat = heartbeat_for(self.app)
+    heartbeat.hold(task_id, remote.lease, remote.heartbeat, _claim_seconds(remote))
+    try:
+        _call(self, remote, kind, body, envelope, backend)
+    finally:  # stored (or given up): the lease expires by itself
+        heartbeat.release(task_id)
+
+
+def _call(
+    self: Task, remote: CeleryEnv, kind: str, body: bytes, envelope: Any, backend: Any
+) -> None:
+    """Run the weave or call of a verified envelope and store its reply."""
+    task_id = self.request.id
     carrier = envelope_trace(envelope)  # verified with the rest: signed by the sender
     if kind == WEAVE:
         run, origin = cast(tuple[Any, str], capture.loads(body))
         logger.info("wove: running the detached weave at %s (Celery task %s)", origin, task_id)
         with weave_context(carrier, task_id):  # the weave's span joins the caller's trace
             status = run()  # logs its own failure, calls on_done
-        reply = replies.ok_body("the detached weave", status, _info(self), remote.max_payload)
-        _store(backend, remote, task_id, reply, self.request)
+        info = _info(self)
+        reply = replies.ok_body("the detached weave", status, info, remote.max_payload)
+        _store(backend, remote, task_id, reply, self.request, info)
         return
     function, kwargs, task, origin = cast(tuple[Any, dict[str, Any], str, str], capture.loads(body))
     info = _info(self)
@@ -76,30 +100,90 @@ def _run(self: Task, envelope: Any, env: str | None = None) -> None:
         else:
             info["seconds"] = time.perf_counter() - start
             reply = replies.ok_body(task, value, info, remote.max_payload)
-    _store(backend, remote, task_id, reply, self.request)
+    _store(backend, remote, task_id, reply, self.request, info)
 
 
 def _info(task: Task) -> dict[str, Any]:
     return {"worker": task.request.hostname or socket.gethostname()}
 
 
-def _store(backend: Any, env: CeleryEnv, task_id: str, reply: bytes, request: Any) -> None:
+def _store(
+    backend: Any,
+    env: CeleryEnv,
+    task_id: str,
+    reply: bytes,
+    request: Any,
+    info: dict[str, Any],
+) -> None:
+    """Store the sealed reply, trying for up to ``env.lease`` seconds. When that fails
+    the function has run but its reply is lost: what is recorded instead says so (see
+    :func:`_record_lost`), so its caller hears that, never a stored failure it could
+    mistake for the function's own."""
     if backend is None:
         return
     sealed = seal(env.keyring, REPLY, task_id, reply)
-    backend.store_result(task_id, sealed, states.SUCCESS, request=request)
+    tries = max(1, math.ceil(env.lease / env.heartbeat))
+    # Celery's default retries a store for about 20 s: long enough to deliver a reply
+    # late, too long for a caller to learn what happened while Redis is away.
+    backend.retry_policy = {
+        "max_retries": tries,
+        "interval_start": env.heartbeat,
+        "interval_step": 0,
+        "interval_max": env.heartbeat,
+    }
+    try:
+        backend.store_result(task_id, sealed, states.SUCCESS, request=request)
+    except Exception as error:
+        logger.error(
+            "wove: the reply of Celery task %s could not be stored (%s: %s); recording "
+            "that its function ran and its result was lost",
+            task_id,
+            type(error).__name__,
+            error,
+        )
+        _record_lost(backend, env, task_id, replies.lost_body(error, info), request)
 
 
-def _claim(backend: Any, env: CeleryEnv, task_id: str, request: Any) -> None:
+def _record_lost(backend: Any, env: CeleryEnv, task_id: str, lost: bytes, request: Any) -> None:
+    """Store ``lost`` as the reply, retrying every ``heartbeat`` for up to
+    :data:`LOST_PATIENCE` seconds (the call's lease is renewed meanwhile: its caller
+    goes on waiting for this record). After that the lease lapses, and the caller
+    reports the worker lost."""
+    deadline = time.monotonic() + LOST_PATIENCE
+    sealed = seal(env.keyring, REPLY, task_id, lost)
+    while True:
+        try:
+            backend.store_result(task_id, sealed, states.SUCCESS, request=request)
+            return
+        except Exception as error:
+            if time.monotonic() > deadline:
+                logger.error(
+                    "wove: could not record that the result of Celery task %s was lost "
+                    "(%s); its caller will report its worker lost",
+                    task_id,
+                    error,
+                )
+                return
+            time.sleep(env.heartbeat)
+
+
+def _claim_seconds(env: CeleryEnv) -> int:
+    return int(env.max_age) + 60  # as long as an envelope stays valid
+
+
+def _claim(backend: Any, env: CeleryEnv, task_id: str, request: Any, leased: bool) -> None:
     """Claim the task id: a message whose task already started or ran is a replay (or a
     duplicate delivery), refused without storing anything over its result.
 
-    With Redis, one atomic ``SET NX`` (kept as long as an envelope stays valid); with
-    other backends, the task's state is read and STARTED stored (not atomic: two copies
-    delivered at the same instant could both pass)."""
-    client = getattr(backend, "client", None)
-    if type(backend).__name__ == "RedisBackend" and client is not None:  # redis-py optional
-        claimed = client.set(f"wove-claim-{task_id}", b"1", nx=True, ex=int(env.max_age) + 60)
+    With Redis, one atomic ``SET NX`` (kept as long as an envelope stays valid), sent
+    with the call's first lease (``leased``: see :mod:`.lease`); with other backends,
+    the task's state is read and STARTED stored (not atomic: two copies delivered at
+    the same instant could both pass)."""
+    if has_leases(backend):
+        if leased:
+            claimed = claim(backend.client, task_id, _claim_seconds(env), env.lease)
+        else:
+            claimed = backend.client.set(claim_key(task_id), b"1", nx=True, ex=_claim_seconds(env))
         status = None if claimed else "claimed"
     else:
         status = backend.get_task_meta(task_id).get("status")

@@ -13,7 +13,7 @@ import difflib
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
@@ -63,7 +63,13 @@ ENVIRONMENT_DEFAULTS: Mapping[str, Any] = {
     "MAX_PAYLOAD": 1_000_000,  # the most bytes a call's or result's payload may take
     "QUEUE": None,  # the Celery queue to send to; None: the app's routing
     "TERMINATE_ON_CANCEL": True,  # a cancelled task already running is stopped too
+    "LEASE": 2.0,  # seconds a claimed call's lease lasts without a heartbeat
+    "HEARTBEAT": 0.5,  # seconds between a worker's renewals of a running call's lease
 }
+
+#: What the signing keys derived from SECRET_KEY (and its fallbacks) are for: the
+#: envelopes of remote environments, and nothing else.
+ENVELOPE_PURPOSE: Final = "wove.contrib.celery.envelope"
 
 
 class WoveSettingsError(WoveError, ImproperlyConfigured):
@@ -259,16 +265,29 @@ def _environment(name: object, options: object) -> RemoteEnv:
     values = {**ENVIRONMENT_DEFAULTS, **options}
     if values["ENGINE"] != "celery":
         raise WoveSettingsError(f"{where}['ENGINE'] must be 'celery', got {values['ENGINE']!r}")
-    keys = values["KEYS"]
-    if keys is None:
-        keys = [django_settings.SECRET_KEY, *getattr(django_settings, "SECRET_KEY_FALLBACKS", ())]
     try:
         from wove.contrib.celery import CeleryEnv
+        from wove.contrib.celery.envelope import purpose_key
     except ImportError as exc:
         raise WoveSettingsError(
             f'{where} needs Celery: pip install "wove[celery]" ({exc})'
         ) from exc
     try:
+        keys = values["KEYS"]
+        if keys is None:
+            # Never the raw SECRET_KEY as an HMAC key: a key of its own for this purpose.
+            secrets = [
+                django_settings.SECRET_KEY,
+                *getattr(django_settings, "SECRET_KEY_FALLBACKS", ()),
+            ]
+            keys = [
+                purpose_key(
+                    secret,
+                    ENVELOPE_PURPOSE,
+                    "SECRET_KEY" if index == 0 else f"SECRET_KEY_FALLBACKS[{index - 1}]",
+                )
+                for index, secret in enumerate(secrets)
+            ]
         return CeleryEnv(
             values["APP"],
             keys=keys,
@@ -276,6 +295,8 @@ def _environment(name: object, options: object) -> RemoteEnv:
             max_payload=values["MAX_PAYLOAD"],
             queue=values["QUEUE"],
             terminate_on_cancel=values["TERMINATE_ON_CANCEL"],
+            lease=values["LEASE"],
+            heartbeat=values["HEARTBEAT"],
         )
     except WoveError as exc:
         default = " (KEYS defaults to SECRET_KEY)" if values["KEYS"] is None else ""
