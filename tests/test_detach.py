@@ -547,3 +547,153 @@ def test_a_child_reads_a_sqlite_database_whose_descriptors_sqlite_kept(tmp_path:
         assert json.loads(out.read_text()) == [[1]]
     finally:
         setup.close()
+
+
+# --- a child that never starts its work ----------------------------------------------------
+
+NEVER_STARTS = """
+import json, logging, os, sys, threading, time
+from pathlib import Path
+
+out = Path(sys.argv[1])
+timeout = float(sys.argv[2])
+logging.basicConfig(filename=str(out / "parent.log"), level=logging.INFO)
+
+import wove
+from wove import weave
+
+wove.configure(fork_start_timeout=timeout)
+held = threading.Lock()
+holding, release = threading.Event(), threading.Event()
+
+
+def hold():  # another thread of the server, holding a lock at the moment of the fork
+    with held:
+        holding.set()
+        release.wait()
+
+
+@wove.at_detached_child
+def needs_the_lock():  # e.g. a hook that touches a driver's state: waits forever
+    (out / "child.pid").write_text(str(os.getpid()))
+    held.acquire()
+
+
+done = threading.Event()
+seen = {}
+
+
+def on_done(result):
+    seen.update(
+        pid=os.getpid(),
+        error_type=type(result.exception).__name__,
+        error=str(result.exception),
+        is_detach_error=isinstance(result.exception, wove.DetachError),
+    )
+    done.set()
+
+
+threading.Thread(target=hold, daemon=True).start()
+holding.wait()
+started = time.monotonic()
+with weave(background=True, fork=True, on_done=on_done) as w:
+
+    @w.do
+    def work():
+        (out / "ran.txt").write_text("ran")
+
+release.set()  # too late for the child: its copy of the lock stays held
+seen["child_pid"] = w.pid
+finished = done.wait(60)
+seen.update(finished=finished, waited=time.monotonic() - started, parent=os.getpid())
+print(json.dumps(seen))
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_child_stuck_before_its_work_is_killed_and_reported(
+    tmp_path: Path, processes: Processes
+) -> None:
+    """A lock another thread held at the fork stays held in the child forever; the
+    child's hook waits for it, so the start watch kills the child after the timeout and
+    calls on_done in the parent with a DetachError, and logs it."""
+    script = tmp_path / "never_starts.py"
+    script.write_text(NEVER_STARTS, encoding="utf-8")
+    parent = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path), "1.0"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    processes.parents.append(parent)
+    stdout, stderr = parent.communicate(timeout=90)
+    assert parent.returncode == 0, stderr
+    report = json.loads(stdout)
+    processes.children.append((report["child_pid"], str(tmp_path)))
+    assert report["finished"] is True, report
+    assert int((tmp_path / "child.pid").read_text()) == report["child_pid"]  # it got there
+    assert poll(lambda: not is_running(report["child_pid"])), "the stuck child still runs"
+    assert not (tmp_path / "ran.txt").exists()  # its work never ran
+    assert report["pid"] == report["parent"]  # on_done ran here: the child never would
+    assert report["is_detach_error"] is True, report
+    assert f"pid {report['child_pid']}" in report["error"]
+    assert "did not start its work within 1 s, so it was killed" in report["error"]
+    log = (tmp_path / "parent.log").read_text()
+    assert "DetachError: the detached child" in log
+    assert "did not start its work" in log
+
+
+DIES_BEFORE_STARTING = """
+import json, os, sys, threading
+from pathlib import Path
+
+import wove
+from wove import weave
+
+out = Path(sys.argv[1])
+wove.configure(fork_start_timeout=30.0)
+
+
+@wove.at_detached_child
+def crash():
+    os._exit(3)
+
+
+done, seen = threading.Event(), {}
+
+
+def on_done(result):
+    seen.update(pid=os.getpid(), error=str(result.exception))
+    done.set()
+
+
+with weave(background=True, fork=True, on_done=on_done) as w:
+
+    @w.do
+    def work():
+        pass
+
+seen.update(finished=done.wait(20), parent=os.getpid(), child_pid=w.pid)
+print(json.dumps(seen))
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_child_that_dies_before_its_work_is_reported_at_once(
+    tmp_path: Path, processes: Processes
+) -> None:
+    script = tmp_path / "dies.py"
+    script.write_text(DIES_BEFORE_STARTING, encoding="utf-8")
+    parent = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=50,
+    )
+    assert parent.returncode == 0, parent.stderr
+    report = json.loads(parent.stdout)
+    assert report["finished"] is True, report  # well before the 30 s timeout
+    assert report["pid"] == report["parent"]
+    assert f"pid {report['child_pid']}) exited before it started its work" in report["error"]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable
 from enum import Enum
 from types import TracebackType
 from typing import Any, Final, Literal
 
-from . import detach, execution, plan
+from . import config, detach, execution, plan
 from .background import Completion, OnDone
 from .decorator import Do
 from .engine import Run
@@ -221,7 +222,11 @@ class WeaveBlock:
         self._state = _State.DONE
         if mode == "fork":
             on_done = self._on_done
-            self.pid = detach.fork_detached(lambda: execution.run_detached(recipe, on_done))
+            self.pid = detach.fork_detached(
+                lambda: execution.run_detached(recipe, on_done),
+                start_timeout=config.settings().fork_start_timeout,
+                not_started=functools.partial(execution.detached_never_started, recipe, on_done),
+            )
         else:
             self.pid = detach.spawn_detached(detach.dumps((recipe, self._on_done)))
 

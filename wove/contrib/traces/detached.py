@@ -9,12 +9,14 @@ import contextlib
 import functools
 import keyword
 import logging
+import os
+import time
 import traceback
 from collections.abc import Callable, Mapping
 from types import CodeType, FunctionType
 from typing import Any, TypeGuard
 
-from wove import Weave, WeaveBlock, WoveResult, collecting, weave
+from wove import TraceRecord, Weave, WeaveBlock, WoveResult, collecting, weave
 from wove.lowlevel import RESERVED_NAMES, is_async_callable
 from wove.lowlevel import weave_at as weave_named_at
 
@@ -94,8 +96,13 @@ def run_forked(
     scopes = _child_scopes(followed)
     reports = fork_reports()
     address = reports.expect(active, followed)
+    parent = os.getpid()
 
     def on_done(result: WoveResult) -> None:  # runs in the child
+        if os.getpid() == parent:  # the child never started: the start watch says so here
+            _never_started(active, result, origin)
+            reports.abandon(active, describe(result.exception or RuntimeError("not started")))
+            return
         error = result.exception
         text = None if error is None else describe(error)
         trace = "" if error is None else "".join(traceback.format_exception(error))
@@ -122,6 +129,18 @@ def run_forked(
     except Exception as exc:
         reports.abandon(active, describe(exc))
         raise
+
+
+def _never_started(active: ActiveRequest, result: WoveResult, origin: str) -> None:
+    """A record for each task of the weave the killed child never started: cancelled,
+    zero length, with the error, so the trace shows what never ran (the core logged it)."""
+    error = result.exception
+    now = time.perf_counter()
+    text = None if error is None else describe(error)
+    for task in sorted(result.cancelled):  # every task: none of them ran
+        active.collect(
+            TraceRecord(origin, 0, task, None, "thread", "", now, now, 0, "cancelled", text)
+        )
 
 
 def _child_scopes(followed: Followed) -> list[tuple[str, ChildScope]]:
