@@ -697,3 +697,104 @@ def test_a_child_that_dies_before_its_work_is_reported_at_once(
     assert report["finished"] is True, report  # well before the 30 s timeout
     assert report["pid"] == report["parent"]
     assert f"pid {report['child_pid']}) exited before it started its work" in report["error"]
+
+
+# --- the fork server -------------------------------------------------------------------
+
+THROUGH_THE_FORK_SERVER = """
+import json, os, sys, threading
+from pathlib import Path
+
+import wove
+from wove import weave
+
+out = Path(sys.argv[1])
+server = wove.start_fork_server()  # one thread so far: the server copies no held lock
+wove.configure(fork_start_timeout=1.0)
+held = threading.Lock()
+holding, release = threading.Event(), threading.Event()
+
+
+def hold():  # as in the scenario above: held by another thread when the weave detaches
+    with held:
+        holding.set()
+        release.wait()
+
+
+@wove.at_detached_child
+def needs_the_lock():  # free in the server, so free in the child it forks
+    held.acquire()
+
+
+def on_done(result):
+    (out / "on_done.json").write_text(
+        json.dumps({"pid": os.getpid(), "value": result.work, "error": repr(result.exception)})
+    )
+
+
+threading.Thread(target=hold, daemon=True).start()
+holding.wait()
+with weave(background=True, fork=True, on_done=on_done) as w:
+
+    @w.do
+    def work():
+        return os.getpid()
+
+refused = None
+try:
+    wove.start_fork_server()
+except wove.WeaveStateError as error:
+    refused = str(error)
+release.set()
+print(json.dumps({"parent": os.getpid(), "server": server, "child": w.pid, "refused": refused}))
+wove.stop_fork_server()
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_fork_server_forks_children_that_copy_no_lock_held_by_another_thread(
+    tmp_path: Path, processes: Processes
+) -> None:
+    script = tmp_path / "through_the_server.py"
+    script.write_text(THROUGH_THE_FORK_SERVER, encoding="utf-8")
+    parent = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=50,
+    )
+    assert parent.returncode == 0, parent.stderr
+    report = json.loads(parent.stdout)
+    processes.children.append((report["child"], str(tmp_path)))
+    assert poll(lambda: (tmp_path / "on_done.json").exists()), "the work never ran"
+    done = json.loads((tmp_path / "on_done.json").read_text())
+    assert done == {"pid": report["child"], "value": report["child"], "error": "None"}
+    assert report["child"] not in (report["parent"], report["server"])
+    assert "already runs" in report["refused"]
+    assert poll(lambda: not is_running(report["server"])), "stop_fork_server left it running"
+
+
+STARTED_LATE = """
+import json, threading, wove
+
+stop = threading.Event()
+threading.Thread(target=stop.wait, name="busy", daemon=True).start()
+try:
+    wove.start_fork_server()
+    print(json.dumps({"error": None}))
+except wove.WeaveStateError as error:
+    print(json.dumps({"error": str(error)}))
+stop.set()
+"""
+
+
+def test_a_fork_server_is_refused_once_another_thread_runs() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", STARTED_LATE], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    error = json.loads(done.stdout)["error"]
+    assert error is not None
+    assert "only its main thread" in error
+    assert "['busy']" in error

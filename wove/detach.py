@@ -141,7 +141,7 @@ def _in_detached_child(body: Callable[[], int], started: int = -1) -> int:
     try:
         # Descriptors first: an inherited connection a hook discards (or that is garbage
         # collected later) then writes to /dev/null, never to the parent's peer.
-        _release_inherited_descriptors(keep=started)
+        release_inherited_descriptors(keep=started)
         _redirect_standard_streams()
         for hook in _child_hooks:
             hook()
@@ -154,7 +154,7 @@ def _in_detached_child(body: Callable[[], int], started: int = -1) -> int:
         return 1
 
 
-def _release_inherited_descriptors(keep: int = -1) -> None:
+def release_inherited_descriptors(keep: int = -1) -> None:
     """Point every inherited descriptor above 2 that is not a regular file or directory
     (sockets, pipes, terminals, event fds) at /dev/null; ``keep``: one to leave alone
     (the start watch's pipe).

@@ -9,7 +9,7 @@ from enum import Enum
 from types import TracebackType
 from typing import Any, Final, Literal
 
-from . import config, detach, execution, plan
+from . import config, detach, execution, fork_server, plan
 from .background import Completion, OnDone
 from .decorator import Do
 from .engine import Run
@@ -222,6 +222,10 @@ class WeaveBlock:
         self._state = _State.DONE
         if mode == "fork":
             on_done = self._on_done
+            server = fork_server.running_fork_server()
+            if server is not None:  # forked by a process that never had other threads
+                self.pid = server.submit(functools.partial(execution.run_detached, recipe, on_done))
+                return
             self.pid = detach.fork_detached(
                 lambda: execution.run_detached(recipe, on_done),
                 start_timeout=config.settings().fork_start_timeout,
