@@ -151,6 +151,7 @@ def measure(gunicorn: Gunicorn, out: Path, options: argparse.Namespace) -> dict[
     hung = sorted(started - done)
     for number in hung:  # stuck inside its work: stop it, by the pid it wrote
         _kill(int((out / f"{number}.start").read_text()))
+    waits = [_waiting_in(out / f"{number}.stack") for number in hung]
     lost = options.forks - len(started) - len(killed)
     return {
         "forks": options.forks,
@@ -158,6 +159,7 @@ def measure(gunicorn: Gunicorn, out: Path, options: argparse.Namespace) -> dict[
         "killed_before_start": len(killed),
         "hung": len(hung),
         "hung_numbers": hung[:20],
+        "hung_waiting_in": sorted({w for w in waits if w}),
         "lost": max(lost, 0),
         "threads": options.threads,
         "noise_clients": options.noise,
@@ -172,6 +174,16 @@ def measure(gunicorn: Gunicorn, out: Path, options: argparse.Namespace) -> dict[
         "cpus": os.cpu_count(),
         "python": sys.version.split()[0],
     }
+
+
+def _waiting_in(stacks: Path) -> str:
+    """The innermost frames of the first thread in a hung child's faulthandler dump."""
+    try:
+        lines = stacks.read_text().splitlines()
+    except OSError:
+        return ""
+    frames = [line.strip() for line in lines if line.strip().startswith("File ")]
+    return " <- ".join(frames[:3])
 
 
 def _settled(out: Path, gunicorn: Gunicorn, forks: int) -> bool:
@@ -206,6 +218,8 @@ def print_report(report: dict[str, Any]) -> None:
         f"  {report['seconds_forking']} s of forking; a fork request's median: "
         f"{report['fork_request_ms_median']} ms; {report['cpus']} CPUs, Python {report['python']}"
     )
+    for where in report["hung_waiting_in"]:
+        print(f"  a hung child waited in: {where}")
     for error in report["errors"]:
         print(f"  error: {error}")
 

@@ -4,11 +4,12 @@ happen, so a fork can catch another thread holding a lock (logging's, stdout's, 
 database driver's).
 
 ``BENCH_FORK_DIR`` is where each child writes ``<n>.start`` (its pid) when its work
-begins and ``<n>.done`` when it ends.
+begins and ``<n>.done`` when it ends, and ``<n>.stack`` (where it waits) if it hangs.
 """
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import sys
@@ -40,12 +41,19 @@ def _noise(where: str) -> None:
 
 
 def forked_work(number: int) -> None:
-    """Runs in the forked child: the same things the parent's threads do."""
+    """Runs in the forked child: the same things the parent's threads do. A child still
+    here after ``STACK_AFTER`` seconds writes its threads' stacks to ``<n>.stack``."""
     out = Path(os.environ["BENCH_FORK_DIR"])
     (out / f"{number}.start").write_text(str(os.getpid()))
-    _noise(f"forked child {number}")
-    sys.stdout.flush()
+    with open(out / f"{number}.stack", "w") as stacks:
+        faulthandler.dump_traceback_later(STACK_AFTER, file=stacks)
+        _noise(f"forked child {number}")
+        sys.stdout.flush()
+        faulthandler.cancel_dump_traceback_later()
     (out / f"{number}.done").write_text(str(os.getpid()))
+
+
+STACK_AFTER = 10.0  # seconds: far longer than the work takes
 
 
 def fork(request: HttpRequest, number: int) -> HttpResponse:
