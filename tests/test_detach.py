@@ -798,3 +798,47 @@ def test_a_fork_server_is_refused_once_another_thread_runs() -> None:
     assert error is not None
     assert "only its main thread" in error
     assert "['busy']" in error
+
+
+FORKED_AFTER_THE_SERVER = """
+import json, os, sys, time
+import wove
+from wove.lowlevel import running_fork_server
+
+server = wove.start_fork_server()
+read_end, write_end = os.pipe()
+worker = os.fork()  # as gunicorn forks a worker from a master that started a server
+if worker == 0:
+    os.write(write_end, json.dumps({"server_here": repr(running_fork_server())}).encode())
+    os.close(write_end)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)  # let the test read the parent's output to its end
+    os.dup2(devnull, 2)
+    time.sleep(30)  # outlives the process that started the server
+    os._exit(0)
+os.close(write_end)
+seen = json.loads(os.read(read_end, 4096))
+print(json.dumps({"server": server, "worker": worker, **seen}), flush=True)
+os._exit(0)  # the server's owner ends without stop_fork_server()
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_fork_server_ends_with_its_owner_not_with_processes_forked_from_it() -> None:
+    parent = subprocess.run(
+        [sys.executable, "-c", FORKED_AFTER_THE_SERVER],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert parent.returncode == 0, parent.stderr
+    report = json.loads(parent.stdout)
+    try:
+        assert report["server_here"] == "None"  # a forked process starts its own
+        assert poll(lambda: not is_running(report["server"])), "the server outlived its owner"
+        assert is_running(report["worker"])  # while the process forked from it lives on
+    finally:
+        try:
+            os.kill(report["worker"], signal.SIGKILL)
+        except ProcessLookupError:
+            pass

@@ -69,6 +69,12 @@ class ForkServer:
         with self._lock:
             self._connection.close()
 
+    def close_copy(self) -> None:
+        """In a process forked from the one that started the server: close the copy of
+        its end, so the server still exits with that process. No lock: the child has
+        no other thread, and the parent's holder of the lock is not here."""
+        self._connection.close()
+
 
 _server: ForkServer | None = None
 _server_lock = threading.Lock()
@@ -181,7 +187,9 @@ def _exactly(connection: socket.socket, size: int) -> bytes:
 
 def _forget_in_child() -> None:
     global _server, _server_lock
-    _server = None  # the parent's: a child (a worker forked later) starts its own
+    if _server is not None:  # the parent's: a child (a worker forked later) starts its own
+        _server.close_copy()
+    _server = None
     _server_lock = threading.Lock()
 
 
