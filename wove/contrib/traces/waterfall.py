@@ -65,12 +65,12 @@ def waterfall_html(
     return (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{escape(title)}</title><style{nonce_attribute(nonce)}>{PAGE_CSS}</style>"
+        f"<title>{escape(title)}</title><style{_nonce_attribute(nonce)}>{PAGE_CSS}</style>"
         f"</head>\n<body>\n{fragment}\n</body></html>\n"
     )
 
 
-def nonce_attribute(nonce: str | None) -> str:
+def _nonce_attribute(nonce: str | None) -> str:
     """`` nonce="..."`` for an element's start tag, or "" when there is no nonce."""
     return "" if not nonce else f' nonce="{escape(str(nonce))}"'
 
@@ -112,7 +112,7 @@ def waterfall_fragment(
     else:
         parts.append('<p class="empty">No request has run a weave yet.</p>')
     css = _scoped_css(within) + places.css(within)
-    parts[0] = f"<style{nonce_attribute(nonce)}>{css}</style>"
+    parts[0] = f"<style{_nonce_attribute(nonce)}>{css}</style>"
     return f'<div class="{SCOPE_CLASS}">\n' + "\n".join(parts) + "\n</div>"
 
 
