@@ -842,3 +842,18 @@ def test_a_fork_server_ends_with_its_owner_not_with_processes_forked_from_it() -
             os.kill(report["worker"], signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, True, "5", float("nan")])
+def test_a_bad_fork_start_timeout_is_refused_with_what_was_expected(bad: object) -> None:
+    import wove
+
+    before = wove.settings().fork_start_timeout
+    with pytest.raises(wove.InvalidOptionError, match="fork_start_timeout must be a number"):
+        wove.configure(fork_start_timeout=bad)  # type: ignore[arg-type]
+    assert wove.settings().fork_start_timeout == before
+    wove.configure(fork_start_timeout=None)
+    try:
+        assert wove.settings().fork_start_timeout is None
+    finally:
+        wove.configure(fork_start_timeout=before)
