@@ -167,13 +167,20 @@ def version() -> str:
     return match[1]
 
 
+#: The Django trace pages' templates: package data both archives must ship.
+TEMPLATES = tuple(
+    f"wove/contrib/django/templates/wove/{name}"
+    for name in ("base.html", "trace_list.html", "trace_detail.html")
+)
+
+
 def check_archives(sdist: Path, wheel: Path) -> None:
     expected = version()
     top = f"wove-{expected}"
     if sdist.name != f"{top}.tar.gz" or not wheel.name.startswith(f"{top}-"):
         fail(f"{sdist.name}, {wheel.name}: not version {expected} of wove/__init__.py")
     with tarfile.open(sdist) as tar:
-        names = set(tar.getnames())
+        names = sdist_names = set(tar.getnames())
     for needed in ("LICENSE", "README.md", "CHANGELOG.md", "pyproject.toml", "wove/py.typed"):
         if f"{top}/{needed}" not in names:
             fail(f"{sdist.name} lacks {needed}")
@@ -182,8 +189,11 @@ def check_archives(sdist: Path, wheel: Path) -> None:
         metadata = whl.read(f"{top}.dist-info/METADATA").decode()
     if f"{top}.dist-info/licenses/LICENSE" not in names:
         fail(f"{wheel.name} lacks {top}.dist-info/licenses/LICENSE")
-    if "wove/py.typed" not in names:
-        fail(f"{wheel.name} lacks wove/py.typed")
+    for shipped in ("wove/py.typed", *TEMPLATES):
+        if shipped not in names:
+            fail(f"{wheel.name} lacks {shipped}")
+        if f"{top}/{shipped}" not in sdist_names:
+            fail(f"{sdist.name} lacks {shipped}")
     strays = sorted(n for n in names if not n.startswith(("wove/", f"{top}.dist-info/")))
     if strays:
         fail(f"{wheel.name} holds files outside wove/: {strays}")

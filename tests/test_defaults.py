@@ -439,3 +439,13 @@ def test_default_max_pending_bounds_the_items_of_one_merge():
         @w.do
         async def merged():
             return await wove.merge(lambda n: n, [1, 2, 3])
+
+
+def test_config_accepts_every_runtime_setting_of_configure() -> None:
+    # A setting added to configure() must be accepted by config() too, which passes it on.
+    import inspect
+
+    before = wove.settings()
+    for name in inspect.signature(wove.configure).parameters:
+        wove.config(**{name: getattr(before, name)})
+    assert wove.settings() == before

@@ -547,3 +547,313 @@ def test_a_child_reads_a_sqlite_database_whose_descriptors_sqlite_kept(tmp_path:
         assert json.loads(out.read_text()) == [[1]]
     finally:
         setup.close()
+
+
+# --- a child that never starts its work ----------------------------------------------------
+
+NEVER_STARTS = """
+import json, logging, os, sys, threading, time
+from pathlib import Path
+
+out = Path(sys.argv[1])
+timeout = float(sys.argv[2])
+logging.basicConfig(filename=str(out / "parent.log"), level=logging.INFO)
+
+import wove
+from wove import weave
+
+wove.configure(fork_start_timeout=timeout)
+held = threading.Lock()
+holding, release = threading.Event(), threading.Event()
+
+
+def hold():  # another thread of the server, holding a lock at the moment of the fork
+    with held:
+        holding.set()
+        release.wait()
+
+
+@wove.at_detached_child
+def needs_the_lock():  # e.g. a hook that touches a driver's state: waits forever
+    (out / "child.pid").write_text(str(os.getpid()))
+    held.acquire()
+
+
+done = threading.Event()
+seen = {}
+
+
+def on_done(result):
+    seen.update(
+        pid=os.getpid(),
+        error_type=type(result.exception).__name__,
+        error=str(result.exception),
+        is_detach_error=isinstance(result.exception, wove.DetachError),
+    )
+    done.set()
+
+
+threading.Thread(target=hold, daemon=True).start()
+holding.wait()
+started = time.monotonic()
+with weave(background=True, fork=True, on_done=on_done) as w:
+
+    @w.do
+    def work():
+        (out / "ran.txt").write_text("ran")
+
+release.set()  # too late for the child: its copy of the lock stays held
+seen["child_pid"] = w.pid
+finished = done.wait(60)
+seen.update(finished=finished, waited=time.monotonic() - started, parent=os.getpid())
+print(json.dumps(seen))
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_child_stuck_before_its_work_is_killed_and_reported(
+    tmp_path: Path, processes: Processes
+) -> None:
+    """A lock another thread held at the fork stays held in the child forever; the
+    child's hook waits for it, so the start watch kills the child after the timeout and
+    calls on_done in the parent with a DetachError, and logs it."""
+    script = tmp_path / "never_starts.py"
+    script.write_text(NEVER_STARTS, encoding="utf-8")
+    parent = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path), "1.0"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    processes.parents.append(parent)
+    stdout, stderr = parent.communicate(timeout=90)
+    assert parent.returncode == 0, stderr
+    report = json.loads(stdout)
+    processes.children.append((report["child_pid"], str(tmp_path)))
+    assert report["finished"] is True, report
+    assert int((tmp_path / "child.pid").read_text()) == report["child_pid"]  # it got there
+    assert poll(lambda: not is_running(report["child_pid"])), "the stuck child still runs"
+    assert not (tmp_path / "ran.txt").exists()  # its work never ran
+    assert report["pid"] == report["parent"]  # on_done ran here: the child never would
+    assert report["is_detach_error"] is True, report
+    assert f"pid {report['child_pid']}" in report["error"]
+    assert "did not start its work within 1 s, so it was killed" in report["error"]
+    log = (tmp_path / "parent.log").read_text()
+    assert "DetachError: the detached child" in log
+    assert "did not start its work" in log
+
+
+DIES_BEFORE_STARTING = """
+import json, os, sys, threading
+from pathlib import Path
+
+import wove
+from wove import weave
+
+out = Path(sys.argv[1])
+wove.configure(fork_start_timeout=30.0)
+
+
+@wove.at_detached_child
+def crash():
+    os._exit(3)
+
+
+done, seen = threading.Event(), {}
+
+
+def on_done(result):
+    seen.update(pid=os.getpid(), error=str(result.exception))
+    done.set()
+
+
+with weave(background=True, fork=True, on_done=on_done) as w:
+
+    @w.do
+    def work():
+        pass
+
+seen.update(finished=done.wait(20), parent=os.getpid(), child_pid=w.pid)
+print(json.dumps(seen))
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_child_that_dies_before_its_work_is_reported_at_once(
+    tmp_path: Path, processes: Processes
+) -> None:
+    script = tmp_path / "dies.py"
+    script.write_text(DIES_BEFORE_STARTING, encoding="utf-8")
+    parent = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=50,
+    )
+    assert parent.returncode == 0, parent.stderr
+    report = json.loads(parent.stdout)
+    assert report["finished"] is True, report  # well before the 30 s timeout
+    assert report["pid"] == report["parent"]
+    assert f"pid {report['child_pid']}) exited before it started its work" in report["error"]
+
+
+# --- the fork server -------------------------------------------------------------------
+
+THROUGH_THE_FORK_SERVER = """
+import json, os, sys, threading
+from pathlib import Path
+
+import wove
+from wove import weave
+
+out = Path(sys.argv[1])
+server = wove.start_fork_server()  # one thread so far: the server copies no held lock
+wove.configure(fork_start_timeout=1.0)
+held = threading.Lock()
+holding, release = threading.Event(), threading.Event()
+
+
+def hold():  # as in the scenario above: held by another thread when the weave detaches
+    with held:
+        holding.set()
+        release.wait()
+
+
+@wove.at_detached_child
+def needs_the_lock():  # free in the server, so free in the child it forks
+    held.acquire()
+
+
+def on_done(result):
+    (out / "on_done.json").write_text(
+        json.dumps({"pid": os.getpid(), "value": result.work, "error": repr(result.exception)})
+    )
+
+
+threading.Thread(target=hold, daemon=True).start()
+holding.wait()
+with weave(background=True, fork=True, on_done=on_done) as w:
+
+    @w.do
+    def work():
+        return os.getpid()
+
+refused = None
+try:
+    wove.start_fork_server()
+except wove.WeaveStateError as error:
+    refused = str(error)
+release.set()
+print(json.dumps({"parent": os.getpid(), "server": server, "child": w.pid, "refused": refused}))
+wove.stop_fork_server()
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_fork_server_forks_children_that_copy_no_lock_held_by_another_thread(
+    tmp_path: Path, processes: Processes
+) -> None:
+    script = tmp_path / "through_the_server.py"
+    script.write_text(THROUGH_THE_FORK_SERVER, encoding="utf-8")
+    parent = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=50,
+    )
+    assert parent.returncode == 0, parent.stderr
+    report = json.loads(parent.stdout)
+    processes.children.append((report["child"], str(tmp_path)))
+    assert poll(lambda: (tmp_path / "on_done.json").exists()), "the work never ran"
+    done = json.loads((tmp_path / "on_done.json").read_text())
+    assert done == {"pid": report["child"], "value": report["child"], "error": "None"}
+    assert report["child"] not in (report["parent"], report["server"])
+    assert "already runs" in report["refused"]
+    assert poll(lambda: not is_running(report["server"])), "stop_fork_server left it running"
+
+
+STARTED_LATE = """
+import json, threading, wove
+
+stop = threading.Event()
+threading.Thread(target=stop.wait, name="busy", daemon=True).start()
+try:
+    wove.start_fork_server()
+    print(json.dumps({"error": None}))
+except wove.WeaveStateError as error:
+    print(json.dumps({"error": str(error)}))
+stop.set()
+"""
+
+
+def test_a_fork_server_is_refused_once_another_thread_runs() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", STARTED_LATE], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    error = json.loads(done.stdout)["error"]
+    assert error is not None
+    assert "only its main thread" in error
+    assert "['busy']" in error
+
+
+FORKED_AFTER_THE_SERVER = """
+import json, os, sys, time
+import wove
+from wove.lowlevel import running_fork_server
+
+server = wove.start_fork_server()
+read_end, write_end = os.pipe()
+worker = os.fork()  # as gunicorn forks a worker from a master that started a server
+if worker == 0:
+    os.write(write_end, json.dumps({"server_here": repr(running_fork_server())}).encode())
+    os.close(write_end)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)  # let the test read the parent's output to its end
+    os.dup2(devnull, 2)
+    time.sleep(30)  # outlives the process that started the server
+    os._exit(0)
+os.close(write_end)
+seen = json.loads(os.read(read_end, 4096))
+print(json.dumps({"server": server, "worker": worker, **seen}), flush=True)
+os._exit(0)  # the server's owner ends without stop_fork_server()
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_fork_server_ends_with_its_owner_not_with_processes_forked_from_it() -> None:
+    parent = subprocess.run(
+        [sys.executable, "-c", FORKED_AFTER_THE_SERVER],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert parent.returncode == 0, parent.stderr
+    report = json.loads(parent.stdout)
+    try:
+        assert report["server_here"] == "None"  # a forked process starts its own
+        assert poll(lambda: not is_running(report["server"])), "the server outlived its owner"
+        assert is_running(report["worker"])  # while the process forked from it lives on
+    finally:
+        try:
+            os.kill(report["worker"], signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, True, "5", float("nan")])
+def test_a_bad_fork_start_timeout_is_refused_with_what_was_expected(bad: object) -> None:
+    import wove
+
+    before = wove.settings().fork_start_timeout
+    with pytest.raises(wove.InvalidOptionError, match="fork_start_timeout must be a number"):
+        wove.configure(fork_start_timeout=bad)  # type: ignore[arg-type]
+    assert wove.settings().fork_start_timeout == before
+    wove.configure(fork_start_timeout=None)
+    try:
+        assert wove.settings().fork_start_timeout is None
+    finally:
+        wove.configure(fork_start_timeout=before)

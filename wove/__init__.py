@@ -34,6 +34,7 @@ from .errors import (
     WoveError,
 )
 from .execution import add_error_hint
+from .fork_server import start_fork_server, stop_fork_server
 from .helpers import batch, denone, flatten, fold, redict, undict
 from .lanes import add_thread_call_wrapper
 from .merge import merge
@@ -92,6 +93,8 @@ __all__ = [
     "redict",
     "register_env",
     "settings",
+    "start_fork_server",
+    "stop_fork_server",
     "undict",
     "wait_for_background",
     "weave",

@@ -28,6 +28,7 @@ from typing import Any, Final
 
 from . import lanes
 from .errors import DetachError, MissingDependencyError
+from .fork_start import NotStarted, start_watcher
 
 logger: Final = logging.getLogger("wove")
 
@@ -58,11 +59,20 @@ def fork_available() -> bool:
     return hasattr(os, "fork") and hasattr(os, "setsid")
 
 
-def fork_detached(body: Callable[[], int]) -> int:
+def fork_detached(
+    body: Callable[[], int],
+    *,
+    start_timeout: float | None = None,
+    not_started: NotStarted | None = None,
+) -> int:
     """Run ``body`` in a fully detached child and return the child's pid at once.
 
     ``body`` returns the exit status; the child ends with ``os._exit`` so the parent's
-    ``atexit`` handlers and finalizers never run in it.
+    ``atexit`` handlers and finalizers never run in it. ``start_timeout``: seconds the
+    child has to reach ``body`` (its inherited descriptors released and the
+    :func:`at_detached_child` hooks run); past them it is killed and ``not_started`` is
+    called in this process with the :class:`DetachError` saying so (logged when None),
+    as it is if the child dies before. None: no watch.
     """
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -70,15 +80,19 @@ def fork_detached(body: Callable[[], int]) -> int:
         except (OSError, ValueError, AttributeError):
             pass
     read_end, write_end = os.pipe()
+    started_read, started_write = os.pipe() if start_timeout is not None else (-1, -1)
     with warnings.catch_warnings():
         # 3.12+ warns that forking a multi-threaded process may deadlock the child. The
         # child below only uses state that is re-created after fork (Wove's pools,
-        # logging's locks) and runs no inherited thread's work.
+        # logging's locks) and runs no inherited thread's work; the start watch kills
+        # one that deadlocks anyway.
         warnings.simplefilter("ignore", DeprecationWarning)
         intermediate = os.fork()
         if intermediate == 0:
-            _in_intermediate(read_end, write_end, body)
+            _in_intermediate(read_end, write_end, started_read, started_write, body)
     os.close(write_end)
+    if started_write != -1:
+        os.close(started_write)
     try:
         _, status = os.waitpid(intermediate, 0)  # exits at once: reaped, never a zombie
         data = b""
@@ -88,24 +102,33 @@ def fork_detached(body: Callable[[], int]) -> int:
         os.close(read_end)
     reply = data.decode()
     if not reply.isdigit():
+        if started_read != -1:
+            os.close(started_read)
         raise DetachError(
             f"the detached child could not be started ({reply or f'exit status {status}'}); "
             f"nothing ran. Check the process limits (ulimit -u) and memory"
         )
-    return int(reply)
+    pid = int(reply)
+    if start_timeout is not None:
+        start_watcher().watch(pid, started_read, start_timeout, not_started)
+    return pid
 
 
-def _in_intermediate(read_end: int, write_end: int, body: Callable[[], int]) -> None:
+def _in_intermediate(
+    read_end: int, write_end: int, started_read: int, started_write: int, body: Callable[[], int]
+) -> None:
     status = 1
     try:
         os.close(read_end)
+        if started_read != -1:
+            os.close(started_read)
         os.setsid()  # a new session: no controlling terminal, not in the server's group
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             pid = os.fork()
         if pid == 0:
             os.close(write_end)
-            os._exit(_in_detached_child(body))
+            os._exit(_in_detached_child(body, started_write))
         os.write(write_end, str(pid).encode())
         status = 0
     except BaseException as error:  # tell the parent why, instead of a bare pid 0
@@ -114,23 +137,27 @@ def _in_intermediate(read_end: int, write_end: int, body: Callable[[], int]) -> 
         os._exit(status)
 
 
-def _in_detached_child(body: Callable[[], int]) -> int:
+def _in_detached_child(body: Callable[[], int], started: int = -1) -> int:
     try:
         # Descriptors first: an inherited connection a hook discards (or that is garbage
         # collected later) then writes to /dev/null, never to the parent's peer.
-        _release_inherited_descriptors()
+        release_inherited_descriptors(keep=started)
         _redirect_standard_streams()
         for hook in _child_hooks:
             hook()
+        if started != -1:  # the start watch in the parent: the work begins now
+            os.write(started, b"s")
+            os.close(started)
         return body()
     except BaseException:
         logger.exception("wove: detached child failed")
         return 1
 
 
-def _release_inherited_descriptors() -> None:
+def release_inherited_descriptors(keep: int = -1) -> None:
     """Point every inherited descriptor above 2 that is not a regular file or directory
-    (sockets, pipes, terminals, event fds) at /dev/null.
+    (sockets, pipes, terminals, event fds) at /dev/null; ``keep``: one to leave alone
+    (the start watch's pipe).
 
     Regular files stay: they connect to no peer, log handlers keep writing to their
     files, and SQLite keeps (and reuses) descriptors of its database files, so pointing
@@ -138,7 +165,7 @@ def _release_inherited_descriptors() -> None:
     """
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in _open_descriptors():
-        if fd > 2 and fd != devnull and not _is_file(fd):
+        if fd > 2 and fd != devnull and fd != keep and not _is_file(fd):
             try:
                 os.dup2(devnull, fd, inheritable=False)
             except OSError:

@@ -194,6 +194,18 @@ def run_detached(recipe: Recipe, on_done: background.OnDone | None) -> int:
     return 0 if ok and result.exception is None else 1
 
 
+def detached_never_started(
+    recipe: Recipe, on_done: background.OnDone | None, error: BaseException
+) -> None:
+    """In the parent, when its forked child never started the weave (killed by the start
+    watch, or dead first): log it, and call ``on_done`` here with the failed result,
+    since the child that would have called it never ran."""
+    result = failed_result(recipe, error)
+    background.log_failure(result, recipe.origin)
+    if on_done is not None:
+        background.call_on_done(on_done, result, recipe.origin)
+
+
 def detach_remote(recipe: Recipe, on_done: background.OnDone | None) -> str:
     """Enqueue the weave in its remote environment, where it runs wholly (its tasks run
     locally on the worker, then ``on_done``); its id there. It is planned here first:

@@ -28,6 +28,10 @@ Threads
     unexpected error; :data:`logger` is the ``wove`` logger.
 Remote environments
     :class:`RemoteCall`, :class:`DetachedWeave` and :func:`get_env`.
+Detached processes
+    :func:`running_fork_server` is this process's fork server (None without one):
+    an adapter that forks its detached work sends it there instead
+    (:meth:`ForkServer.submit`), see :func:`wove.start_fork_server`.
 Weaves
     :func:`weave_at` is ``weave`` naming its weave after a given ``file:line`` (an
     integration starting a weave for its user's call).
@@ -40,6 +44,7 @@ from __future__ import annotations
 
 from .engine.timed import call_abandoned, on_abandon
 from .environments import DetachedWeave, RemoteCall, get_env
+from .fork_server import ForkServer, running_fork_server
 from .lanes.hooks import add_async_call_wrapper
 from .lanes.services import logger, start_service
 from .result import RESERVED_NAMES
@@ -60,6 +65,7 @@ __all__ = [
     "RESERVED_NAMES",
     "AttemptScope",
     "DetachedWeave",
+    "ForkServer",
     "Instrument",
     "RawRecord",
     "RemoteCall",
@@ -74,6 +80,7 @@ __all__ = [
     "is_async_callable",
     "logger",
     "on_abandon",
+    "running_fork_server",
     "start_service",
     "weave_at",
 ]

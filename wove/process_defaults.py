@@ -52,7 +52,13 @@ class Defaults:
 
 
 _TASK_KEYS: Final = ("retries", "timeout", "workers", "limit_per_minute")
-_RUNTIME_KEYS: Final = ("max_threads", "stuck_after", "detached_output", "thread_sensitive")
+_RUNTIME_KEYS: Final = (
+    "max_threads",
+    "stuck_after",
+    "detached_output",
+    "thread_sensitive",
+    "fork_start_timeout",
+)
 _KEYS: Final = (*(f.name for f in fields(Defaults)), *_RUNTIME_KEYS)
 
 _defaults = Defaults()
@@ -74,8 +80,9 @@ def config(**options: Any) -> Defaults:
     ``error_mode`` apply to every ``weave()`` that does not pass them. ``None`` (or
     ``retries=0``, ``error_mode="raise"``) removes a default. The runtime settings of
     :func:`wove.configure` (``max_threads``, ``stuck_after``, ``detached_output``,
-    ``thread_sensitive``) are accepted too and passed on. Returns the defaults now in
-    force; an unknown option raises :class:`wove.InvalidOptionError` and changes nothing.
+    ``thread_sensitive``, ``fork_start_timeout``) are accepted too and passed on.
+    Returns the defaults now in force; an unknown option raises
+    :class:`wove.InvalidOptionError` and changes nothing.
     """
     global _defaults, _task_options
     for key in options:

@@ -20,6 +20,9 @@ class Settings:
     stuck_after: float = 5.0
     #: File that detached children's stdout and stderr are appended to; None: /dev/null.
     detached_output: str | None = None
+    #: Seconds a forked detached child has to start its work before it is killed and
+    #: reported; None: never killed for that.
+    fork_start_timeout: float | None = 5.0
     #: Whether sync tasks that do not choose run on the caller's thread: a bool, or a
     #: function called on the caller's thread when a weave starts (an integration's
     #: policy, e.g. "inside a database transaction").
@@ -44,6 +47,7 @@ def configure(
     stuck_after: float | None = None,
     detached_output: str | _Unset | None = UNSET,
     thread_sensitive: bool | Callable[[], bool] | None = None,
+    fork_start_timeout: float | _Unset | None = UNSET,
 ) -> Settings:
     """Change process-wide settings; arguments left ``None`` keep their value.
 
@@ -54,7 +58,11 @@ def configure(
     children (``background=True, fork=True``) append their stdout and stderr to (default
     ``None``: ``/dev/null``). ``thread_sensitive`` is the default for sync tasks and
     weaves that do not choose: ``True`` runs them on the caller's thread, or a function
-    deciding per weave (the Django integration installs one).
+    deciding per weave (the Django integration installs one). ``fork_start_timeout``
+    (default 5 s) is how long a forked detached child (``fork=True``) has to start its
+    work: one still stuck past it (a lock another thread held at the fork, say) is
+    killed, logged, and its ``on_done`` called in this process with a failed result
+    (:class:`DetachError`); ``None`` never kills it.
     """
     global _settings
     if max_threads is not None and (type(max_threads) is not int or max_threads < 1):
@@ -73,6 +81,17 @@ def configure(
         raise InvalidOptionError(
             f"thread_sensitive must be a bool or a function returning one, got {thread_sensitive!r}"
         )
+    if fork_start_timeout is not UNSET and fork_start_timeout is not None:
+        if (
+            not isinstance(fork_start_timeout, int | float)
+            or isinstance(fork_start_timeout, bool)
+            or not fork_start_timeout > 0
+        ):
+            raise InvalidOptionError(
+                f"fork_start_timeout must be a number of seconds > 0, or None for no "
+                f"limit, got {fork_start_timeout!r}"
+            )
+        fork_start_timeout = float(fork_start_timeout)
     with _lock:
         _settings = replace(
             _settings,
@@ -83,6 +102,11 @@ def configure(
             ),
             thread_sensitive=(
                 _settings.thread_sensitive if thread_sensitive is None else thread_sensitive
+            ),
+            fork_start_timeout=(
+                _settings.fork_start_timeout
+                if isinstance(fork_start_timeout, _Unset)
+                else fork_start_timeout
             ),
         )
         lanes.set_max_threads(_settings.max_threads)

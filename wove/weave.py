@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable
 from enum import Enum
 from types import TracebackType
 from typing import Any, Final, Literal
 
-from . import detach, execution, plan
+from . import detach, execution, fork_server, plan, runtime
 from . import process_defaults as defaults
 from .background import Completion, OnDone
 from .decorator import Do
@@ -238,7 +239,15 @@ class WeaveBlock:
         self._state = _State.DONE
         if mode == "fork":
             on_done = self._on_done
-            self.pid = detach.fork_detached(lambda: execution.run_detached(recipe, on_done))
+            server = fork_server.running_fork_server()
+            if server is not None:  # forked by a process that never had other threads
+                self.pid = server.submit(functools.partial(execution.run_detached, recipe, on_done))
+                return
+            self.pid = detach.fork_detached(
+                lambda: execution.run_detached(recipe, on_done),
+                start_timeout=runtime.settings().fork_start_timeout,
+                not_started=functools.partial(execution.detached_never_started, recipe, on_done),
+            )
         else:
             self.pid = detach.spawn_detached(detach.dumps((recipe, self._on_done)))
 

@@ -67,7 +67,10 @@ def _postgres(url: str) -> dict[str, Any]:
 
 
 _url = os.environ.get("BENCH_DATABASE_URL")
+_sqlite = os.environ.get("BENCH_SQLITE")  # a file: the fork measurement without PostgreSQL
 DATABASES: dict[str, Any] = {"default": _postgres(_url)} if _url else {}
+if _sqlite and not _url:
+    DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": _sqlite}}
 
 WOVE: dict[str, Any] = {}
 if os.environ.get("BENCH_SERVER_TIMING") == "1":
@@ -78,10 +81,16 @@ if os.environ.get("BENCH_ASYNC_TASK_THREADS") == "0":
     WOVE["ASYNC_TASK_THREADS"] = False
 if os.environ.get("BENCH_TRACE_UNSAMPLED_TIMINGS") == "0":
     WOVE["TRACE_UNSAMPLED_TIMINGS"] = False
+if os.environ.get("BENCH_FORK_START_TIMEOUT"):
+    WOVE["FORK_START_TIMEOUT"] = float(os.environ["BENCH_FORK_START_TIMEOUT"])
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"wove": {"handlers": ["console"], "level": "WARNING"}},
+    "loggers": {
+        "wove": {"handlers": ["console"], "level": "WARNING"},
+        # The fork measurement's noise: logging's locks, taken by many threads at once.
+        "bench.forks": {"handlers": ["console"], "level": "INFO", "propagate": False},
+    },
 }

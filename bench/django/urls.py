@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import fork_views, views
 
 urlpatterns = [
     path("ping/", views.ping),
@@ -12,4 +12,6 @@ urlpatterns = [
     path("author/async-one-query/", views.one_query_async),
     path("ten-tasks/", views.ten_tasks),
     path("ten-queries/", views.ten_queries),
+    path("fork/<int:number>/", fork_views.fork),
+    path("noisy/", fork_views.noisy),
 ]

@@ -494,16 +494,42 @@ def test_the_page_lists_requests_and_places_bars_inside_the_axis(
         assert f'href="/_wove/{trace.id}.json"' in page
     assert page.count('class="row task mapped"') == 2
     assert page.count("status-ok") >= 10
-    geometry = re.findall(r'style="left:([\d.]+)%;width:([\d.]+)%"', page)
+    assert "style=" not in page  # every place is a class, so a strict CSP lets it draw
+    geometry = [placed(page, classes) for classes in re.findall(r'class="bar ([^"]*)"', page)]
+    geometry = [g for g in geometry if "width" in g]  # the legend's bars have no place
     assert len(geometry) >= 2 * (5 + 2)  # every record, the request and the weave
-    for left, width in geometry:
-        assert 0 <= float(left) <= 100
-        assert 0 <= float(width) <= 100 - float(left) + 1e-3
-    ticks = [float(x) for x in re.findall(r'class="tick" style="left:([\d.]+)%"', page)]
+    for place in geometry:
+        assert 0 <= place["left"] <= 100
+        assert 0 <= place["width"] <= 100 - place["left"] + 1e-3
+    ticks = [placed(page, c)["left"] for c in re.findall(r'class="(tick [^"]*)"', page)]
     assert ticks
     assert all(0 <= tick <= 100 for tick in ticks)
     assert "<script" not in page
     assert "http" not in page.replace("http-equiv", "")  # no external assets
+
+
+def placed(page: str, classes: str) -> dict[str, float]:
+    """What the page's <style> rules make of the place classes (``wl-``, ``ww-``, ``wt-``)
+    among ``classes``: {"left": percent, "width": percent, "--tick": percent}."""
+    place = {}
+    for name in classes.split():
+        if re.fullmatch(r"w[lwt]-\d+", name):
+            rule = re.search(rf"\.{name}\{{([-a-z]+):([\d.]+)%\}}", page)
+            assert rule, f"no rule for .{name} in the page's <style>"
+            place[rule.group(1)] = float(rule.group(2))
+    return place
+
+
+def test_the_fragment_has_no_style_attribute_and_puts_the_nonce_on_its_style() -> None:
+    trace = _trace(_fake("ran", 0.0, 0.25), _fake("next", 0.25, 0.5), duration=1.0)
+    fragment = waterfall_fragment([trace], nonce="abc123", within="#host")
+    assert "style=" not in fragment
+    assert fragment.count("<style") == 1
+    assert '<style nonce="abc123">' in fragment
+    assert "#host .wove-waterfall .wl-2500{left:25%}" in fragment
+    page = waterfall_html([trace], nonce='"><b>')
+    assert page.count('<style nonce="&quot;&gt;&lt;b&gt;">') == 2  # the page's and the fragment's
+    assert "<style>" in waterfall_html([trace])  # no nonce: none given
 
 
 def test_the_page_for_no_requests_says_so() -> None:
@@ -538,8 +564,11 @@ def test_the_fragment_is_the_page_body_with_every_style_scoped(
     assert len(selectors) > 40
     assert all(s.startswith(".wove-waterfall") for s in selectors), selectors
     assert ".wove-waterfall .bar.lane-thread" in selectors
-    # Every rule of the source survived the scoping (none was dropped by the parser).
-    assert len(selectors) == len(_selectors(waterfall._CSS))
+    # Every rule of the source survived the scoping (none was dropped by the parser), and
+    # then come the places the bars use: one rule each.
+    places = [s for s in selectors if re.fullmatch(r"\.wove-waterfall \.w[lwt]-\d+", s)]
+    assert places
+    assert len(selectors) == len(_selectors(waterfall._CSS)) + len(places)
 
 
 def test_the_fragment_can_outrank_a_host_pages_reset_and_refuses_markup() -> None:
@@ -547,7 +576,7 @@ def test_the_fragment_can_outrank_a_host_pages_reset_and_refuses_markup() -> Non
     fragment = waterfall_fragment([trace], within="#djDebug")
     (css,) = re.findall(r"<style>(.*?)</style>", fragment, re.S)
     assert all(s.startswith("#djDebug .wove-waterfall") for s in _selectors(css))
-    assert 'class="bar lane-loop status-ok"' in fragment
+    assert 'class="bar lane-loop status-ok wl-' in fragment
     assert "<h1>" not in fragment  # no title unless asked for
     assert "<h1>&lt;b&gt;</h1>" in waterfall_fragment([trace], title="<b>")
     with pytest.raises(ValueError, match="CSS selector"):
@@ -657,11 +686,12 @@ def test_every_task_of_a_failed_weave_is_drawn_and_listed_with_its_status(
     rows = dict(re.findall(task_row, page, re.S))
     assert set(rows) == {"fails", "never", "slow"}
     marker = re.search(
-        r'<span class="bar lane-thread status-cancelled marker" style="([^"]*)"', rows["never"]
+        r'<span class="(bar lane-thread status-cancelled marker [^"]*)"', rows["never"]
     )
     assert marker, rows["never"]
-    assert "width" not in marker.group(1)  # a marker, not a bar of some length
-    left = float(re.findall(r"left:([\d.]+)%", marker.group(1))[0])
+    place = placed(page, marker.group(1))
+    assert "width" not in place  # a marker, not a bar of some length
+    left = place["left"]
     assert left == pytest.approx(trace.offset(never) / trace.span * 100, abs=0.01)
     # Listed under the waterfall with why, and counted in the request table.
     errors = re.search(r'<ul class="errors">(.*?)</ul>', page)
@@ -686,9 +716,10 @@ def test_a_zero_length_cancelled_record_is_a_marker_at_its_offset() -> None:
         duration=1.0,
     )
     fragment = waterfall_fragment([trace])
-    assert 'class="bar lane-thread status-cancelled marker" style="left:50.000%"' in fragment
+    assert 'class="bar lane-thread status-cancelled marker wl-5000"' in fragment
     # A task cancelled while it ran keeps its bar, from its start to its cancellation.
-    assert 'class="bar lane-loop status-cancelled" style="left:20.000%;width:30.000%"' in fragment
+    assert 'class="bar lane-loop status-cancelled wl-2000 ww-3000"' in fragment
+    assert placed(fragment, "wl-2000 ww-3000") == {"left": 20.0, "width": 30.0}
     assert "attempt 1: cancelled</li>" in fragment
     assert "cancelled: never started, or at once" in fragment  # the legend's marker
     assert "skipped</code> no</li>" in fragment
@@ -753,7 +784,7 @@ def test_each_tasks_sql_statements_are_listed_in_order_escaped_with_the_rest_cou
     assert "and 1 more statement, counted but not listed" in one
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in one
     # The tooltip says where they are rather than repeating the list.
-    (tooltip,) = re.findall(r'<span class="bar[^"]*" style="[^"]*" title="([^"]*)"', one)[:1]
+    (tooltip,) = re.findall(r'<span class="bar[^"]*" title="([^"]*)"', one)[:1]
     assert "SQL: 2 statements listed below the waterfall" in html.unescape(tooltip)
     assert "sql_omitted" not in html.unescape(tooltip)
     # Several requests: folded.

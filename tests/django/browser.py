@@ -47,8 +47,10 @@ def dev_server(
 
 def screenshot(
     url: str, png: Path, *, width: int = 1200, height: int = 900, wait_ms: int = 0
-) -> None:
-    """Load ``url`` in headless Chromium and save what it shows to ``png``.
+) -> str:
+    """Load ``url`` in headless Chromium and save what it shows to ``png``; Chromium's
+    output, with the page's console messages (``INFO:CONSOLE`` lines: a Content Security
+    Policy violation is one).
 
     ``wait_ms``: virtual time to let the page's scripts and timers run first. Chromium
     runs in a session of its own, killed by its process group ID in any case, so no
@@ -57,6 +59,8 @@ def screenshot(
     output = _chromium(
         [
             f"--user-data-dir={png.parent / (png.stem + '-profile')}",
+            "--enable-logging=stderr",
+            "--v=0",
             f"--screenshot={png}",
             f"--window-size={width},{height}",
             *([f"--virtual-time-budget={wait_ms}"] if wait_ms else []),
@@ -65,6 +69,12 @@ def screenshot(
     )
     if not png.exists():
         raise RuntimeError(f"chromium wrote no screenshot of {url}:\n{output}")
+    return output
+
+
+def console_messages(output: str) -> list[str]:
+    """The page's console messages in Chromium's output (see :func:`screenshot`)."""
+    return [line for line in output.splitlines() if ":CONSOLE" in line]
 
 
 def dump_dom(url: str, profile: Path) -> str:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 
 import pytest
 from django.test import Client, override_settings
 
+import wove
 from wove import InvalidOptionError, Weave, WeaveStateError
 from wove.contrib.django import detach
 from wove.contrib.django.recording import store
@@ -108,6 +110,46 @@ def test_failing_detached_work_is_logged_and_traced(
     assert [r.status for r in trace.records] == ["error"]  # type: ignore[attr-defined]
     logged = [f"{r.getMessage()} {r.exc_info}" for r in caplog.records]
     assert any("detached work failed on purpose" in line for line in logged)
+
+
+_stuck = threading.Lock()  # held by a test's thread at the fork: the child waits forever
+_armed = False
+
+
+@wove.at_detached_child
+def _wait_for_the_stuck_lock() -> None:  # a no-op unless a test arms it
+    if _armed:
+        _stuck.acquire()
+
+
+@pytest.mark.timeout(60)
+def test_a_forked_child_that_never_starts_is_killed_logged_and_traced(
+    client: Client, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    global _armed
+    marker = tmp_path / "marker"
+    _stuck.acquire()
+    _armed = True
+    try:
+        with (
+            override_settings(WOVE={"FORK_START_TIMEOUT": 0.5}),
+            caplog.at_level(logging.ERROR, logger="wove"),
+        ):
+            assert wove.settings().fork_start_timeout == 0.5
+            response = client.get("/detach/", {"marker": str(marker), "mode": "fork"})
+            assert response.content == b"sent"
+            trace = _wait_for_trace("after GET /detach/", seconds=30)
+    finally:
+        _armed = False
+        _stuck.release()
+    assert wove.settings().fork_start_timeout == 5.0  # the default again
+    error = trace.error  # type: ignore[attr-defined]
+    assert error.startswith("DetachError: the detached child (pid "), error
+    assert "did not start its work within 0.5 s, so it was killed" in error
+    records = trace.records  # type: ignore[attr-defined]
+    assert [(r.task, r.status, r.error) for r in records] == [("_write_marker", "cancelled", error)]
+    assert any("did not start its work" in r.getMessage() for r in caplog.records)
+    assert not marker.exists()
 
 
 def test_work_detached_by_a_view_that_raises_is_dropped(

@@ -69,14 +69,21 @@ def _task_rows(content: str) -> dict[str, str]:
     return rows
 
 
+def _place(content: str, name: str) -> float:
+    """The percentage the fragment's <style> gives the place class ``name`` (wl-, ww-)."""
+    rule = re.search(rf"\.{name}\{{(?:left|width):([\d.]+)%\}}", content)
+    assert rule, f"no rule for .{name}"
+    return float(rule.group(1))
+
+
 def _assert_bars_of_parallel(content: str) -> None:
     """The waterfall of /parallel/: one bar per task, on its row, placed in the track."""
     rows = _task_rows(content)
     assert set(rows) == set(TASKS), content
     for task in TASKS:
-        bars = re.findall(r'<span class="bar lane-thread status-ok" style="([^"]*)"', rows[task])
+        bars = re.findall(r'<span class="bar lane-thread status-ok ([^"]*)"', rows[task])
         assert len(bars) == 1, rows[task]
-        left, width = (float(n) for n in re.findall(r"[\d.]+", bars[0]))
+        left, width = (_place(content, name) for name in bars[0].split())
         assert left >= 0
         assert width >= 0
         assert left + width <= 100.001

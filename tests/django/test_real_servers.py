@@ -347,3 +347,33 @@ def test_a_forked_child_queries_and_leaves_the_workers_connection_working(
     assert pooled or after.json() == before
     assert server.ok_json("/parallel/") == {"authors": 0, "books": 0}
     no_zombies_under(server)
+
+
+def test_forked_detaches_go_through_the_fork_server_the_wsgi_module_started(
+    servers: Servers, tmp_path: Path
+) -> None:
+    """wove.start_fork_server() in wsgi.py, before the worker's first request: the forked
+    child comes from the server (a child of the worker), queries on a connection of its
+    own, and its trace comes back to the worker; the server ends with the worker."""
+    server = servers.start("gunicorn", WOVE_TEST_FORK_SERVER="1")
+    [worker] = server.worker_pids()
+    fork_server = server.ok_json("/fork-server/")["pid"]
+    assert fork_server in children(worker)
+    marker = tmp_path / "marker.json"
+    server.ok_json(f"/detach-query/?marker={marker}&mode=fork")
+    assert eventually(marker.exists, bool, 30), "the detached query never ran"
+    child = json.loads(marker.read_text())
+    assert child["pid"] not in (worker, fork_server)
+    assert child["authors"] == 0
+    assert wait_until_gone(child["pid"], 30)
+    detached = eventually(lambda: server.ok_json("/fork-server/")["detached"], bool, 30)
+    assert detached == [
+        {
+            "path": "_query_into_marker after GET /detach-query/",
+            "error": None,
+            "tasks": [["_query_into_marker", "ok"]],
+        }
+    ]
+    no_zombies_under(server)
+    server.stop()
+    assert wait_until_gone(fork_server, 30), "the fork server outlived its worker"

@@ -21,6 +21,8 @@ def test_defaults_are_documented_and_applied() -> None:
     assert options.trace_store_size == 100
     assert options.atomic == "thread_sensitive"
     assert options.detach_mode == "background"
+    assert options.fork_start_timeout == 5.0
+    assert conf.load({"FORK_START_TIMEOUT": None}, debug=False).fork_start_timeout is None
     assert options.trace_access is conf.staff_or_debug
     assert (options.max_sql_statements, options.sql_params) == (50, False)
     assert conf.load({}, debug=True).sql_params is True  # parameters only with DEBUG
@@ -36,6 +38,8 @@ def test_defaults_are_documented_and_applied() -> None:
         ({"MAX_SQL_STATEMENTS": -1}, "settings.WOVE['MAX_SQL_STATEMENTS'] must be an int >= 0"),
         ({"ATOMIC": "serial"}, "must be one of 'thread_sensitive', 'parallel', got 'serial'"),
         ({"DETACH_MODE": "later"}, "must be one of 'background', 'fork', 'tasks', got 'later'"),
+        ({"FORK_START_TIMEOUT": 0}, "['FORK_START_TIMEOUT'] must be a number of seconds > 0, or"),
+        ({"FORK_START_TIMEOUT": "5"}, "or None for no limit, got '5'"),
         ({"TRACE_ACCESS": "no.such.function"}, "cannot be imported"),
         ({"TRACE_ACCESS": 3}, "must be None, a function taking the request"),
         (["RECORD"], "settings.WOVE must be a dict, got list"),

@@ -132,7 +132,7 @@ def test_a_request_page_shows_each_tasks_sql_and_the_task_that_never_started(
     # DOM: the marker of the task that never started, and the statements, shown open.
     never = re.search(r'title="never">never</div><div class="track">(.*?)</div></div>', dom, re.S)
     assert never, dom
-    assert 'class="bar lane-thread status-cancelled marker"' in never.group(1)
+    assert 'class="bar lane-thread status-cancelled marker wl-' in never.group(1)
     sql = re.search(r'<details class="sql-task" open="">(.*?)</details>', dom, re.S)
     assert sql, dom
     assert "<code>lookups</code> · 3 statements ·" in sql.group(1)

@@ -189,6 +189,11 @@ def build(*, debug: bool = False, **options: Any) -> Starlette:
 
 
 def served() -> Starlette:
-    """For uvicorn: options as JSON in WOVE_TEST_OPTIONS."""
+    """For uvicorn: options as JSON in WOVE_TEST_OPTIONS; WOVE_TEST_FORK_SERVER=1 starts
+    Wove's fork server first (uvicorn calls this factory before it starts any thread)."""
+    if os.environ.get("WOVE_TEST_FORK_SERVER") == "1":
+        import wove
+
+        wove.start_fork_server()
     options = json.loads(os.environ.get("WOVE_TEST_OPTIONS", "{}"))
     return build(trace_access=lambda request: True, **options)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -94,6 +95,42 @@ def test_the_client_has_the_response_before_detached_work_ends(tmp_path: Path, m
         assert [(r["task"], r["status"]) for r in trace["records"]] == [("write_marker", "ok")]
         (record,) = trace["records"]
         assert record["duration_ms"] >= delay * 1000 * 0.9
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for name in os.listdir("/proc"):
+        try:
+            fields = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(name))
+    return found
+
+
+def test_a_forked_detach_goes_through_the_fork_server_the_app_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WOVE_TEST_FORK_SERVER", "1")
+    marker = tmp_path / "fork.json"
+    with uvicorn_server(tmp_path) as served:
+        [fork_server] = _children(served.process.pid)
+        response, body, _ = get(served, f"/detach?kind=marker&mode=fork&path={marker}&delay=0")
+        assert (response.status, body) == (200, b"sent"), served.log()
+        assert eventually(marker.exists, 15), served.log()
+        written = json.loads(marker.read_text())
+        assert written["pid"] not in (served.process.pid, fork_server)
+
+        def detached() -> list[dict[str, Any]]:
+            return [t for t in traces(served) if t["method"] == "DETACH"]
+
+        (trace,) = eventually(detached, 15)  # the server's child reported back
+        assert trace["error"] is None, trace
+        assert [(r["task"], r["status"]) for r in trace["records"]] == [("write_marker", "ok")]
+    assert eventually(lambda: not Path(f"/proc/{fork_server}").exists(), 15), (
+        "the fork server outlived uvicorn"
+    )
 
 
 def test_200_concurrent_requests_all_succeed_with_complete_traces(tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ urlpatterns += [
     path("db-pid/", server_views.db_pid),
     path("detach-query/", server_views.detach_query),
     path("fork-on-request-thread/", server_views.fork_on_request_thread),
+    path("fork-server/", server_views.fork_server),
     # tests/django/test_timeout_budget.py
     path("slow-queries-timeout/", server_views.slow_queries_timeout),
     path("fill-pool/", server_views.fill_pool),

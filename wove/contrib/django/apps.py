@@ -106,6 +106,8 @@ def install() -> None:
             _max_threads_set = None
             if wove.settings().max_threads == applied:  # not changed by the project since
                 wove.configure(max_threads=before)
+        # detach(mode="fork") children: how long one may take to start before it is killed.
+        wove.configure(fork_start_timeout=options.fork_start_timeout)
         if not _forked_hook_added:
             wove.at_detached_child(connections.forget_inherited_connections)
             _forked_hook_added = True

@@ -51,6 +51,7 @@ DEFAULTS: Mapping[str, Any] = {
     "MAX_SQL_STATEMENTS": 50,  # statements kept per task attempt (the rest are counted)
     "MAX_THREADS": None,  # wove.configure(max_threads=...); None: leave Wove's default
     "DETACH_MODE": "background",  # detach()'s default mode: "background", "fork" or "tasks"
+    "FORK_START_TIMEOUT": 5.0,  # seconds a forked child has to start; then killed. None: never
     "ENVIRONMENTS": {},  # remote environments by name: {"celery": {"APP": ..., ...}}
 }
 
@@ -95,6 +96,7 @@ class WoveSettings:
     sql_params: bool  # DEBUG: the statements' parameters are kept too
     max_threads: int | None
     detach_mode: DetachMode
+    fork_start_timeout: float | None
     environments: Mapping[str, RemoteEnv]
 
 
@@ -150,6 +152,7 @@ def load(raw: object, *, debug: bool) -> WoveSettings:
         sql_params=debug,
         max_threads=None if values["MAX_THREADS"] is None else _count(values, "MAX_THREADS", 1),
         detach_mode=_detach_mode(values),
+        fork_start_timeout=_seconds_or_none(values, "FORK_START_TIMEOUT"),
         environments=_environments(values["ENVIRONMENTS"]),
     )
 
@@ -174,6 +177,18 @@ def _count(values: Mapping[str, Any], key: str, least: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < least:
         raise WoveSettingsError(f"settings.WOVE[{key!r}] must be an int >= {least}, got {value!r}")
     return value
+
+
+def _seconds_or_none(values: Mapping[str, Any], key: str) -> float | None:
+    value = values[key]
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise WoveSettingsError(
+            f"settings.WOVE[{key!r}] must be a number of seconds > 0, or None for no "
+            f"limit, got {value!r}"
+        )
+    return float(value)
 
 
 def _rate(values: Mapping[str, Any], key: str) -> float:

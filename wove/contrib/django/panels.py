@@ -49,6 +49,7 @@ from wove.contrib.traces.waterfall import plural
 
 from . import conf
 from .checks import MIDDLEWARE_PATH
+from .csp import csp_nonce
 from .recording import store
 
 try:
@@ -106,7 +107,11 @@ class WovePanel(Panel):  # type: ignore[misc, unused-ignore]  # Panel is Any wit
         }
         if trace.records:
             base_url = _trace_pages() if _is_stored(trace) else ""
-            html = waterfall_fragment([trace], base_url=base_url, within=_TOOLBAR_ROOT)
+            # The toolbar shows the stored drawing in this request's page, under this
+            # request's Content-Security-Policy: its <style> carries this request's nonce.
+            html = waterfall_fragment(
+                [trace], base_url=base_url, within=_TOOLBAR_ROOT, nonce=csp_nonce(request)
+            )
             stats["html"] = _pool_queries_note(trace) + html
         self._record(stats)
 

@@ -9,13 +9,15 @@ import contextlib
 import functools
 import keyword
 import logging
+import os
+import time
 import traceback
 from collections.abc import Callable, Mapping
 from types import CodeType, FunctionType
 from typing import Any, TypeGuard
 
-from wove import Weave, WeaveBlock, WoveResult, collecting, weave
-from wove.lowlevel import RESERVED_NAMES, is_async_callable
+from wove import TraceRecord, Weave, WeaveBlock, WoveResult, collecting, weave
+from wove.lowlevel import RESERVED_NAMES, is_async_callable, running_fork_server
 from wove.lowlevel import weave_at as weave_named_at
 
 from .forked import ChildScope, Followed, capture_followed, fork_reports, send_report
@@ -94,8 +96,25 @@ def run_forked(
     scopes = _child_scopes(followed)
     reports = fork_reports()
     address = reports.expect(active, followed)
+    server = running_fork_server()
+    if server is not None:  # forked by a process that never had other threads
+        body = functools.partial(
+            run_reported,
+            *(function, args, kwargs, label, origin, address, active.id, recorded is not None),
+        )
+        try:
+            server.submit(body)
+        except Exception as exc:
+            reports.abandon(active, describe(exc))
+            raise
+        return
+    parent = os.getpid()
 
     def on_done(result: WoveResult) -> None:  # runs in the child
+        if os.getpid() == parent:  # the child never started: the start watch says so here
+            _never_started(active, result, origin)
+            reports.abandon(active, describe(result.exception or RuntimeError("not started")))
+            return
         error = result.exception
         text = None if error is None else describe(error)
         trace = "" if error is None else "".join(traceback.format_exception(error))
@@ -122,6 +141,52 @@ def run_forked(
     except Exception as exc:
         reports.abandon(active, describe(exc))
         raise
+
+
+def run_reported(
+    function: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    label: str,
+    origin: str,
+    address: str,
+    report_id: str,
+    recorded: bool,
+) -> int:
+    """In a child of the fork server: run the work to its end here, then send its
+    trace (when ``recorded``) and error to ``address`` under ``report_id``, as a child
+    forked by :func:`run_forked` does. The exit status: 0 when it succeeded. The fork followers (the
+    OpenTelemetry spans) do not follow work sent through the fork server."""
+    start = weave_at(origin) if origin else weave
+    active = ActiveRequest(DETACHED, label, None, False)
+    active.id = report_id
+    error: BaseException | None = None
+    try:
+        with collecting(active.collect) if recorded else contextlib.nullcontext():
+            if is_template(function):
+                with start(function, **kwargs):
+                    pass
+            else:
+                with start() as w:
+                    w.do(detached_task(function, args, kwargs))
+    except Exception as exc:
+        error = exc
+    text = None if error is None else describe(error)
+    trace = "" if error is None else "".join(traceback.format_exception(error))
+    send_report(address, active, text, trace)
+    return 0 if error is None else 1
+
+
+def _never_started(active: ActiveRequest, result: WoveResult, origin: str) -> None:
+    """A record for each task of the weave the killed child never started: cancelled,
+    zero length, with the error, so the trace shows what never ran (the core logged it)."""
+    error = result.exception
+    now = time.perf_counter()
+    text = None if error is None else describe(error)
+    for task in sorted(result.cancelled):  # every task: none of them ran
+        active.collect(
+            TraceRecord(origin, 0, task, None, "thread", "", now, now, 0, "cancelled", text)
+        )
 
 
 def _child_scopes(followed: Followed) -> list[tuple[str, ChildScope]]:

@@ -3,11 +3,13 @@
 Two forms of the same drawing: :func:`waterfall_html`, a whole page, and
 :func:`waterfall_fragment`, a ``<div class="wove-waterfall">`` carrying its own styles,
 every rule scoped under that class, to embed in another tool's page (a debug toolbar
-panel, an admin view). No JavaScript and no external assets, so it works offline and
-under a Content-Security-Policy that forbids scripts (styles are inline: ``style-src``
-must allow ``'unsafe-inline'``). Bars are placed with percentages of the request's
-duration, so the browser does all the layout. Every string that comes from a request or
-a task goes through ``html.escape``.
+panel, an admin view). No JavaScript and no external assets, so it works offline. No
+``style`` attribute either: each bar's place is a class (``wl-1250`` is ``left: 12.5%``)
+whose rule is in the drawing's one ``<style>`` element, so under a Content-Security-Policy
+that forbids inline styles the page works by giving that element the request's nonce
+(``nonce=``). Bars are placed with percentages of the request's duration, so the browser
+does all the layout. Every string that comes from a request or a task goes through
+``html.escape``.
 
 Layout: one row per task of each weave run, grouped under a row for the weave run. A
 mapped task keeps its one row, with one thin line per item, so a fan-out reads as a
@@ -46,6 +48,7 @@ def waterfall_html(
     title: str = "Wove traces",
     base_url: str = "",
     back_link: bool = False,
+    nonce: str | None = None,
 ) -> str:
     """The page for ``traces`` (in the order given; a store's ``recent()`` is newest first).
 
@@ -53,14 +56,23 @@ def waterfall_html(
     request also links to its own page at ``{base_url}{id}/`` and its JSON at
     ``{base_url}{id}.json``, so adapters serve those routes too. ``back_link``: the page
     of one request, which then starts with a link back to the list at ``base_url``.
+    ``nonce``: the request's Content-Security-Policy nonce, put on the ``<style>``
+    elements (see :func:`waterfall_fragment`).
     """
+    fragment = waterfall_fragment(
+        traces, base_url=base_url, title=title, back_link=back_link, nonce=nonce
+    )
     return (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{escape(title)}</title><style>{_PAGE_CSS}</style></head>\n<body>\n"
-        + waterfall_fragment(traces, base_url=base_url, title=title, back_link=back_link)
-        + "\n</body></html>\n"
+        f"<title>{escape(title)}</title><style{_nonce_attribute(nonce)}>{PAGE_CSS}</style>"
+        f"</head>\n<body>\n{fragment}\n</body></html>\n"
     )
+
+
+def _nonce_attribute(nonce: str | None) -> str:
+    """`` nonce="..."`` for an element's start tag, or "" when there is no nonce."""
+    return "" if not nonce else f' nonce="{escape(str(nonce))}"'
 
 
 def waterfall_fragment(
@@ -70,6 +82,7 @@ def waterfall_fragment(
     title: str | None = None,
     within: str = "",
     back_link: bool = False,
+    nonce: str | None = None,
 ) -> str:
     """The same drawing as :func:`waterfall_html`, as one ``<div class="wove-waterfall">``
     with its ``<style>`` inside: no ``<html>``, ``<head>`` or ``<body>``.
@@ -79,10 +92,14 @@ def waterfall_fragment(
     win over a host page's reset rules of higher specificity (a reset like
     ``#djDebug div {height: auto}`` would otherwise flatten the bars). ``back_link``: see
     :func:`waterfall_html`. The SQL statements of each task are listed open when there is
-    one request, folded when there are several.
+    one request, folded when there are several. ``nonce``: the request's
+    Content-Security-Policy nonce, given to the one ``<style>`` element, which holds
+    every rule the drawing needs (the bars' places included), so a policy without
+    ``'unsafe-inline'`` for styles lets it draw.
     """
     traces = list(traces)
-    parts = [f"<style>{_scoped_css(within)}</style>"]
+    places = _Places()
+    parts = [""]  # the <style>, once the places used are known
     if back_link and base_url:
         parts.append(f'<p class="nav"><a href="{escape(base_url)}">← All recent requests</a></p>')
     if title is not None:
@@ -91,9 +108,11 @@ def waterfall_fragment(
     if traces:
         unfold = len(traces) == 1
         parts.append(_request_table(traces))
-        parts += [_section(trace, base_url, unfold) for trace in traces]
+        parts += [_section(trace, base_url, unfold, places) for trace in traces]
     else:
         parts.append('<p class="empty">No request has run a weave yet.</p>')
+    css = _scoped_css(within) + places.css(within)
+    parts[0] = f"<style{_nonce_attribute(nonce)}>{css}</style>"
     return f'<div class="{SCOPE_CLASS}">\n' + "\n".join(parts) + "\n</div>"
 
 
@@ -142,7 +161,41 @@ def _count(trace: RequestTrace, *, failed: bool) -> str:
     return str(number) if number else ""
 
 
-def _section(trace: RequestTrace, base_url: str, unfold: bool) -> str:
+class _Places:
+    """The places (left, width, tick step) a drawing's bars use, as classes: each a
+    percentage in hundredths (``wl-1250``: ``left: 12.5%``), with its rule made once."""
+
+    def __init__(self) -> None:
+        self._used: set[str] = set()
+
+    def left(self, percent: float) -> str:
+        return self._use("wl", percent)
+
+    def width(self, percent: float) -> str:
+        return self._use("ww", percent)
+
+    def tick(self, percent: float) -> str:
+        return self._use("wt", percent)
+
+    def _use(self, kind: str, percent: float) -> str:
+        name = f"{kind}-{round(percent * 100)}"
+        self._used.add(name)
+        return name
+
+    def css(self, within: str) -> str:
+        scope = f"{within} .{SCOPE_CLASS}" if within.strip() else f".{SCOPE_CLASS}"
+        rules = []
+        for name in sorted(self._used):
+            kind, _, hundredths = name.partition("-")
+            value = f"{int(hundredths) / 100:g}%"
+            rules.append(f"{scope} .{name}{{{_PLACE_PROPERTY[kind]}:{value}}}")
+        return "\n" + "\n".join(rules) if rules else ""
+
+
+_PLACE_PROPERTY = {"wl": "left", "ww": "width", "wt": "--tick"}
+
+
+def _section(trace: RequestTrace, base_url: str, unfold: bool, places: _Places) -> str:
     span = max(trace.span, 1e-9)
     step = _nice_step(span)
     links = ""
@@ -160,41 +213,46 @@ def _section(trace: RequestTrace, base_url: str, unfold: bool) -> str:
     )
     if trace.error:
         head += f'<p class="request-error">{escape(trace.error)}</p>'
-    whole = _line(_span_bar(0.0, trace.duration, span))
-    rows = [_axis(span, step), _row("request", "whole request", "", whole)]
+    whole = _line(_span_bar(0.0, trace.duration, span, places))
+    rows = [_axis(span, step, places), _row("request", "whole request", "", whole)]
     for runs in _by_weave(trace.task_runs()):
-        rows.append(_weave_row(trace, runs, span))
-        rows += [_task_row(trace, run, span) for run in runs]
+        rows.append(_weave_row(trace, runs, span, places))
+        rows += [_task_row(trace, run, span, places) for run in runs]
+    tick = places.tick(step / span * 100)
     return (
         f'<section class="request" id="req-{escape(trace.id)}">{head}'
-        f'<div class="waterfall" style="--tick:{step / span * 100:.4f}%">{"".join(rows)}</div>'
+        f'<div class="waterfall {tick}">{"".join(rows)}</div>'
         f"{_errors(trace)}{_sql(trace, unfold)}</section>"
     )
 
 
-def _axis(span: float, step: float) -> str:
+def _axis(span: float, step: float, places: _Places) -> str:
     count = int(span / step + 1e-9)
     ticks = "".join(
-        f'<span class="tick" style="left:{k * step / span * 100:.3f}%">'
+        f'<span class="tick {places.left(k * step / span * 100)}">'
         f"{round(k * step * 1000, 9):g} ms</span>"
         for k in range(count + 1)
     )
     return f'<div class="row axis"><div class="label"></div><div class="track">{ticks}</div></div>'
 
 
-def _weave_row(trace: RequestTrace, runs: list[tuple[TraceRecord, ...]], span: float) -> str:
+def _weave_row(
+    trace: RequestTrace, runs: list[tuple[TraceRecord, ...]], span: float, places: _Places
+) -> str:
     records = [r for run in runs for r in run]
     first = min(r.start for r in records) - trace.start
     last = max(r.end for r in records) - trace.start
     where = records[0].weave
     name = f"{os.path.basename(where)} ({plural(len(runs), 'task')})"
-    return _row("weave", name, where, _line(_span_bar(first, last - first, span)))
+    return _row("weave", name, where, _line(_span_bar(first, last - first, span, places)))
 
 
-def _task_row(trace: RequestTrace, run: tuple[TraceRecord, ...], span: float) -> str:
+def _task_row(
+    trace: RequestTrace, run: tuple[TraceRecord, ...], span: float, places: _Places
+) -> str:
     lines: dict[int | None, list[str]] = {}
     for record in sorted(run, key=lambda r: (r.index or 0, r.attempt)):
-        lines.setdefault(record.index, []).append(_bar(trace, record, span))
+        lines.setdefault(record.index, []).append(_bar(trace, record, span, places))
     mapped = run[0].index is not None
     label = f"{run[0].task} ({plural(len(lines), 'item')})" if mapped else run[0].task
     track = "".join(_line("".join(bars)) for bars in lines.values())
@@ -212,19 +270,17 @@ def _row(kind: str, label: str, tooltip: str, track: str) -> str:
     )
 
 
-def _bar(trace: RequestTrace, record: TraceRecord, span: float) -> str:
+def _bar(trace: RequestTrace, record: TraceRecord, span: float, places: _Places) -> str:
     left, width = _geometry(trace.offset(record), record.duration, span)
     classes = f"bar lane-{record.lane} status-{record.status}"
-    style = f"left:{left:.3f}%;width:{width:.3f}%"
     if record.status == "cancelled" and width < _MARKER_BELOW:
         # Too short to see (or no length at all: a task that never started): a marker
         # at the moment it was cancelled.
         left = _geometry(trace.end_offset(record), 0.0, span)[0]
-        classes, style = f"{classes} marker", f"left:{left:.3f}%"
-    return (
-        f'<span class="{escape(classes)}" style="{style}" '
-        f'title="{escape(_tooltip(trace, record))}"></span>'
-    )
+        classes += f" marker {places.left(left)}"
+    else:
+        classes += f" {places.left(left)} {places.width(width)}"
+    return f'<span class="{escape(classes)}" title="{escape(_tooltip(trace, record))}"></span>'
 
 
 _MARKER_BELOW = 0.5  # percent of the time axis
@@ -236,9 +292,9 @@ def _never_started(record: TraceRecord) -> bool:
     return record.status == "cancelled" and record.end <= record.start and not record.thread
 
 
-def _span_bar(offset: float, duration: float, span: float) -> str:
+def _span_bar(offset: float, duration: float, span: float, places: _Places) -> str:
     left, width = _geometry(offset, duration, span)
-    return f'<span class="bar span" style="left:{left:.3f}%;width:{width:.3f}%"></span>'
+    return f'<span class="bar span {places.left(left)} {places.width(width)}"></span>'
 
 
 def _geometry(offset: float, duration: float, span: float) -> tuple[float, float]:
@@ -488,8 +544,8 @@ word-break:break-word}
 """
 )
 
-# The page around the fragment: only the margins and width of the document.
-_PAGE_CSS = "body{margin:0 auto;padding:1.5rem 2rem 4rem;max-width:1400px;background:#fff}"
+#: The page around the fragment: only the margins and width of the document.
+PAGE_CSS = "body{margin:0 auto;padding:1.5rem 2rem 4rem;max-width:1400px;background:#fff}"
 
 _RULE = re.compile(r"\s*([^{}]+?)\s*\{([^{}]*)\}")
 

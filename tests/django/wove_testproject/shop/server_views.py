@@ -162,6 +162,21 @@ def detach_query(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"pid": os.getpid(), "backend": backend})
 
 
+def fork_server(request: HttpRequest) -> JsonResponse:
+    """The worker's fork server (wsgi.py starts it with WOVE_TEST_FORK_SERVER=1), and the
+    detached work its children reported back."""
+    from wove.contrib.django.recording import store
+    from wove.lowlevel import running_fork_server
+
+    server = running_fork_server()
+    detached = [
+        {"path": t.path, "error": t.error, "tasks": [(r.task, r.status) for r in t.records]}
+        for t in store().recent()
+        if t.method == "DETACH"
+    ]
+    return JsonResponse({"pid": None if server is None else server.pid, "detached": detached})
+
+
 def fork_on_request_thread(request: HttpRequest) -> JsonResponse:
     """A forked weave whose thread-sensitive task queries: in the child it runs on the
     thread that forked, which holds the request's (inherited) connection."""
