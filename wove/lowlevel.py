@@ -23,6 +23,10 @@ Threads
     unexpected error; :data:`logger` is the ``wove`` logger.
 Remote environments
     :class:`RemoteCall`, :class:`DetachedWeave` and :func:`get_env`.
+Detached weaves
+    :func:`follow_detached` registers a :data:`DetachFollower`, asked in the parent
+    about each ``weave(background=True, fork=...)``; its :class:`DetachedChild` runs
+    the child's work there (the OpenTelemetry spans of a detached child come back so).
 Weaves
     :func:`weave_at` is ``weave`` naming its weave after a given ``file:line`` (an
     integration starting a weave for its user's call).
@@ -33,6 +37,7 @@ Tasks
 
 from __future__ import annotations
 
+from .detached_followers import ChildMode, DetachedChild, DetachFollower, follow_detached
 from .engine.timed import call_abandoned, on_abandon
 from .environments import DetachedWeave, RemoteCall, get_env
 from .lanes.services import logger, start_service
@@ -53,6 +58,9 @@ from .weave import weave_at
 __all__ = [
     "RESERVED_NAMES",
     "AttemptScope",
+    "ChildMode",
+    "DetachFollower",
+    "DetachedChild",
     "DetachedWeave",
     "Instrument",
     "RawRecord",
@@ -63,6 +71,7 @@ __all__ = [
     "build_record",
     "call_abandoned",
     "collecting_raw",
+    "follow_detached",
     "get_env",
     "is_async_callable",
     "logger",

@@ -8,7 +8,7 @@ from enum import Enum
 from types import TracebackType
 from typing import Any, Final, Literal
 
-from . import detach, execution, plan
+from . import detach, detached_followers, execution, plan
 from .background import Completion, OnDone
 from .decorator import Do
 from .engine import Run
@@ -219,11 +219,16 @@ class WeaveBlock:
         if mode is True:
             mode = "fork" if detach.fork_available() else "spawn"
         self._state = _State.DONE
+        followed = detached_followers.children(recipe.origin, mode)
         if mode == "fork":
             on_done = self._on_done
-            self.pid = detach.fork_detached(lambda: execution.run_detached(recipe, on_done))
+            self.pid = detach.fork_detached(
+                lambda: detached_followers.run_followed(
+                    followed, lambda: execution.run_detached(recipe, on_done)
+                )
+            )
         else:
-            self.pid = detach.spawn_detached(detach.dumps((recipe, self._on_done)))
+            self.pid = detach.spawn_detached(detach.dumps((recipe, self._on_done, followed)))
 
     @property
     def done(self) -> bool:
