@@ -17,11 +17,12 @@ on each weave span. Spans the task's own code opens in the child are the child's
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import Any, Final
@@ -193,6 +194,19 @@ class SpanFollower:
 
     def child_scope(self, captured: object) -> ChildSpans:
         return ChildSpans()
+
+    @contextlib.contextmanager
+    def resumed(self, captured: object) -> Iterator[None]:
+        """The context of ``detach()`` current again: a weave started here is a child
+        of the span current then, though that span may have ended."""
+        if not isinstance(captured, Context):
+            yield
+            return
+        token = otel_context.attach(captured)
+        try:
+            yield
+        finally:
+            otel_context.detach(token)
 
     def received(self, captured: object, data: object) -> None:
         if not isinstance(data, dict) or not isinstance(data.get("spans"), list):

@@ -28,6 +28,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, ExitStack
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -75,6 +76,11 @@ class ForkFollower(Protocol):
         """In the parent, on the report's thread: the child's ``report()`` (None when
         the report has no such field)."""
 
+    def resumed(self, captured: object) -> AbstractContextManager[object]:
+        """In this process, around work detached in mode ``"background"`` as it starts
+        (perhaps after the request's context is gone): make what was captured at
+        ``detach()`` current again."""
+
 
 #: Each follower with what it captured for one piece of work.
 Followed = tuple[tuple[ForkFollower, object], ...]
@@ -108,6 +114,16 @@ def capture_followed() -> Followed:
         except Exception:
             logger.exception("wove: %r could not follow detached work", follower)
     return tuple(followed)
+
+
+def resume_followed(stack: ExitStack, followed: Followed) -> None:
+    """Enter each follower's :meth:`~ForkFollower.resumed` scope on ``stack``; a
+    follower that fails is left out."""
+    for follower, captured in followed:
+        try:
+            stack.enter_context(follower.resumed(captured))
+        except Exception:
+            logger.exception("wove: %r could not follow detached work", follower)
 
 
 class ForkReports:
