@@ -289,8 +289,8 @@ def call_sync(
         recorder = run.recorder
         if recorder is None:
             return _call_once(function, kwargs, wrappers, base)  # the common case, kept lean
-        if not recorder.scopes:  # recorded, but no retry, timeout or instrument
-            return _call_once_recorded(run, recorder, spec, index, kwargs, wrappers, base)
+        # Observed, but with no retry or timeout: one attempt, none of the loop's bookkeeping.
+        return _call_once_observed(run, recorder, spec, index, kwargs, lane, wrappers, base)
     attempt, start = 0, _perf()
     while True:
         began = _perf()
@@ -410,20 +410,23 @@ def _call_once(
     return value, None, start
 
 
-def _call_once_recorded(
+def _call_once_observed(
     run: Run,
     recorder: Recorder,
     spec: TaskSpec,
     index: int | None,
     kwargs: dict[str, Any],
+    lane: Lane,
     wrappers: tuple[hooks.ThreadCallWrapper, ...],
     base: contextvars.Context,
 ) -> Outcome:
-    """:func:`_call_once` plus the annotations and the record: what a request recorded by
-    a framework adapter pays per sync task, so none of the retry loop's bookkeeping."""
+    """:func:`_call_once` plus the annotations, the instruments' scopes and the record:
+    what a recorded request or an instrumented run pays per sync task with no option."""
     start = _perf()
     context = base.copy()
     extra = open_annotations(context) if recorder.annotate else None
+    name = spec.name
+    opened = context.run(recorder.begin, name, index, lane, 0) if recorder.scopes else None
     error: BaseException | None = None
     try:
         if wrappers:
@@ -434,7 +437,8 @@ def _call_once_recorded(
             value = _run_to_completion(value, context)
     except BaseException as exc:
         value, error = None, exc
-    name = spec.name
+    if opened:
+        context.run(recorder.end, opened, error, extra)
     recorder.record(name, index, run.lanes[name], start, 0, error, extra)
     return value, error, start
 
