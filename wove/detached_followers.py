@@ -18,6 +18,9 @@ from .lanes import services
 from .registry import Registry
 
 ChildMode = Literal["fork", "spawn"]
+"""How the child is started: ``"fork"`` (it inherits the parent's memory, the
+:class:`DetachedChild` included) or ``"spawn"`` (a new interpreter, which gets the
+:class:`DetachedChild` pickled with the weave)."""
 
 
 class DetachedChild(Protocol):
