@@ -2,6 +2,8 @@
 spans) with the SDK configured and an exporter that drops everything, against the same
 weave not instrumented (per weave, 200 in a row; target 1.10): with every trace
 sampled (``otel``), and with the SDK's ratio sampler at 10% (``otel-sampled-0.1``).
+``otel-own`` puts the SDK's own cost on both sides (the baseline makes the same eleven
+spans by hand), which leaves Wove's share of ``otel``.
 
 The two sides run in the same process, interleaved: the instrumentor is switched on for
 the timed runs of one side and off for the other's. Spans go through the SDK's
@@ -34,13 +36,43 @@ def _ten_tasks() -> int:
     return sum(w.result[f"t{index}"] for index in range(10))
 
 
+def _ten_tasks_then_bare_spans(tracer: Any) -> int:
+    """The same weave not instrumented, then the eleven spans Wove would make, made by
+    hand with the SDK alone on this thread: a weave span, and under it one span per task
+    with Wove's four attributes, each made current (attach) and ended (end, detach) as
+    Wove does. What the spans cost without Wove: the floor of ``otel``."""
+    from opentelemetry import context as otel_context
+    from opentelemetry import trace
+
+    total = _ten_tasks()
+    run = tracer.start_span("weave otel.py:1", attributes={"wove.weave": "otel.py:1"})
+    parent = trace.set_span_in_context(run)
+    token = otel_context.attach(parent)
+    for index in range(10):
+        name = f"t{index}"
+        span = tracer.start_span(name, parent, attributes=_BARE_ATTRIBUTES[index])
+        inner = otel_context.attach(trace.set_span_in_context(span))
+        span.end()
+        otel_context.detach(inner)
+    otel_context.detach(token)
+    run.end()
+    return total
+
+
+_BARE_ATTRIBUTES = [
+    {"wove.task": f"t{i}", "wove.lane": "thread", "wove.attempt": 0, "wove.weave": "otel.py:1"}
+    for i in range(10)
+]
+
+
 def _measure(runs: int) -> list[Row]:
-    return [_measure_one(runs, None), _measure_one(runs, 0.1)]
+    return [_measure_one(runs, None), _measure_one(runs, None, floor=True), _measure_one(runs, 0.1)]
 
 
-def _measure_one(runs: int, ratio: float | None) -> Row:
+def _measure_one(runs: int, ratio: float | None, *, floor: bool = False) -> Row:
     """``ratio``: the SDK samples that share of traces (``TraceIdRatioBased``); None:
-    every trace (the SDK's default sampler, parent-based always-on)."""
+    every trace (the SDK's default sampler, parent-based always-on). ``floor``: the
+    baseline makes the same eleven spans by hand (``otel-own``: Wove's own share)."""
     try:
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import (
@@ -81,9 +113,16 @@ def _measure_one(runs: int, ratio: float | None) -> Row:
     _ten_tasks()
     traced: list[float] = []
     plain: list[float] = []
+    tracer = provider.get_tracer("bench")
+
+    def by_hand() -> int:
+        return _ten_tasks_then_bare_spans(tracer)
+
+    baseline_of = by_hand if floor else _ten_tasks
+    baseline_of()
     try:
         for _ in range(runs):
-            plain.append(_time(_ten_tasks, WEAVES))
+            plain.append(_time(baseline_of, WEAVES))
             instrumentor.instrument(tracer_provider=provider)
             try:
                 traced.append(_time(_ten_tasks, WEAVES))
@@ -93,6 +132,19 @@ def _measure_one(runs: int, ratio: float | None) -> Row:
         provider.shutdown()
     wove, baseline = statistics.median(traced), statistics.median(plain)
     sampled = "every trace" if ratio is None else f"{ratio:.0%} of traces sampled"
+    if floor:
+        return Row(
+            name="otel-own",
+            wove=wove,
+            baseline=baseline,
+            unit="s",
+            target=1.10,
+            runs=runs,
+            note="Wove's own share: the instrumented weave / the same weave not "
+            "instrumented plus the same 11 spans made by hand with the SDK (attributes, "
+            f"attach, end, detach); per weave, {WEAVES} in a row: "
+            f"+{(wove - baseline) * 1e6:.0f} µs",
+        )
     return Row(
         name="otel" if ratio is None else f"otel-sampled-{ratio:g}",
         wove=wove,

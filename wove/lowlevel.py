@@ -32,6 +32,9 @@ Detached processes
     :func:`running_fork_server` is this process's fork server (None without one):
     an adapter that forks its detached work sends it there instead
     (:meth:`ForkServer.submit`), see :func:`wove.start_fork_server`.
+    :func:`follow_detached` registers a :data:`DetachFollower`, asked in the parent
+    about each ``weave(background=True, fork=...)``; its :class:`DetachedChild` runs
+    the child's work there (the OpenTelemetry spans of a detached child come back so).
 Weaves
     :func:`weave_at` is ``weave`` naming its weave after a given ``file:line`` (an
     integration starting a weave for its user's call).
@@ -42,6 +45,7 @@ Tasks
 
 from __future__ import annotations
 
+from .detached_followers import ChildMode, DetachedChild, DetachFollower, follow_detached
 from .engine.timed import call_abandoned, on_abandon
 from .environments import DetachedWeave, RemoteCall, get_env
 from .fork_server import ForkServer, running_fork_server
@@ -64,6 +68,9 @@ from .weave import weave_at
 __all__ = [
     "RESERVED_NAMES",
     "AttemptScope",
+    "ChildMode",
+    "DetachFollower",
+    "DetachedChild",
     "DetachedWeave",
     "ForkServer",
     "Instrument",
@@ -76,6 +83,7 @@ __all__ = [
     "build_record",
     "call_abandoned",
     "collecting_raw",
+    "follow_detached",
     "get_env",
     "is_async_callable",
     "logger",

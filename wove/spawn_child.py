@@ -1,7 +1,8 @@
 """Entry point of a spawned detached child: ``python -m wove.spawn_child``.
 
-Reads a cloudpickled ``(Recipe, on_done)`` from standard input, runs the weave, calls
-``on_done`` and exits with ``os._exit`` (0 on success, 1 on failure).
+Reads a cloudpickled ``(Recipe, on_done, followers' children)`` from standard input,
+runs the weave and calls ``on_done`` (inside the followers' children,
+``wove.detached_followers``) and exits with ``os._exit`` (0 on success, 1 on failure).
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ def main() -> None:
     try:
         import cloudpickle
 
+        from .detached_followers import run_followed
         from .execution import run_detached
 
-        recipe, on_done = cloudpickle.loads(payload)
-        status = run_detached(recipe, on_done)
+        recipe, on_done, followed = cloudpickle.loads(payload)
+        status = run_followed(followed, lambda: run_detached(recipe, on_done))
     except BaseException:  # e.g. a module the weave needs is missing here: say so
         logging.getLogger("wove").exception("wove: the spawned detached child failed")
         status = 1

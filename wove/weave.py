@@ -9,7 +9,7 @@ from enum import Enum
 from types import TracebackType
 from typing import Any, Final, Literal
 
-from . import detach, execution, fork_server, plan, runtime
+from . import detach, detached_followers, execution, fork_server, plan, runtime
 from . import process_defaults as defaults
 from .background import Completion, OnDone
 from .decorator import Do
@@ -237,19 +237,29 @@ class WeaveBlock:
         if mode is True:
             mode = "fork" if detach.fork_available() else "spawn"
         self._state = _State.DONE
+        server = fork_server.running_fork_server() if mode == "fork" else None
+        # A fork server's child gets its work pickled, as a spawned one does: its
+        # followers are made for that.
+        followed = detached_followers.children(
+            recipe.origin, "spawn" if server is not None else mode
+        )
         if mode == "fork":
             on_done = self._on_done
-            server = fork_server.running_fork_server()
+            body = functools.partial(
+                detached_followers.run_followed,
+                followed,
+                functools.partial(execution.run_detached, recipe, on_done),
+            )
             if server is not None:  # forked by a process that never had other threads
-                self.pid = server.submit(functools.partial(execution.run_detached, recipe, on_done))
+                self.pid = server.submit(body)
                 return
             self.pid = detach.fork_detached(
-                lambda: execution.run_detached(recipe, on_done),
+                body,
                 start_timeout=runtime.settings().fork_start_timeout,
                 not_started=functools.partial(execution.detached_never_started, recipe, on_done),
             )
         else:
-            self.pid = detach.spawn_detached(detach.dumps((recipe, self._on_done)))
+            self.pid = detach.spawn_detached(detach.dumps((recipe, self._on_done, followed)))
 
     @property
     def done(self) -> bool:

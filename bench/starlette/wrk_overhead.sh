@@ -12,7 +12,11 @@ W=${1:-0}
 WITH_WOVE=${V:-1} WORK=$W "$UVICORN" --factory app:make --port 8811 --log-level warning --no-access-log & P1=$!
 WITH_WOVE=0 WORK=$W "$UVICORN" --factory app:make --port 8812 --log-level warning --no-access-log & P2=$!
 trap 'kill $P1 $P2 2>/dev/null; wait $P1 $P2 2>/dev/null' EXIT
-sleep 2
+# Until both answer (a busy machine can take longer than a fixed pause to start them).
+for _ in $(seq 150); do
+  curl -s -o /dev/null http://127.0.0.1:8811/ && curl -s -o /dev/null http://127.0.0.1:8812/ && break
+  sleep 0.2
+done
 curl -s -D - http://127.0.0.1:8811/ -o /dev/null | grep -i server-timing | cut -c1-80 || true
 wrk -t1 -c8 -d3s http://127.0.0.1:8811/ >/dev/null
 wrk -t1 -c8 -d3s http://127.0.0.1:8812/ >/dev/null

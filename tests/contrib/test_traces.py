@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import html
 import json
 import logging
@@ -810,3 +811,64 @@ def test_a_detached_weave_is_named_after_the_given_call_site() -> None:
     assert w.result.receipt == 1
     for unusable in ("views.py", "views.py:x", ""):
         assert weave_at(unusable) is weave  # then it is named after its real caller
+
+
+def _plain_weave(tasks: int) -> None:
+    with weave() as w:
+        for n in range(tasks):
+
+            def task(n: int = n) -> int:
+                return n
+
+            task.__name__ = f"t{n}"
+            w.do(task)
+
+
+def test_a_kept_traces_records_are_made_when_first_read(recorder: RequestRecorder) -> None:
+    with recorder.recording("GET", "/"):
+        _plain_weave(3)
+    trace = _only(recorder)
+    pending = traces.request.deferred(trace)
+    assert pending is not None  # nothing read yet: only the raw tuples
+    assert len(pending.raw) == 3
+    records = trace.records
+    assert traces.request.deferred(trace) is None
+    assert trace.records is records  # made once
+    assert sorted(r.task for r in records) == ["t0", "t1", "t2"]
+    assert [r.start for r in records] == sorted(r.start for r in records)
+    assert all(r.status == "ok" and r.lane == "thread" for r in records)
+    assert dataclasses.replace(trace, id="other").records == records
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        trace.records = ()  # type: ignore[misc]
+
+
+def test_a_trace_with_a_failed_attempt_makes_its_records_at_once(
+    recorder: RequestRecorder,
+) -> None:
+    def broken() -> None:
+        raise LookupError("gone")
+
+    with pytest.raises(LookupError), recorder.recording("GET", "/"), weave() as w:
+        w.do(broken)
+    trace = _only(recorder)
+    # The raw tuple holds the exception (and its frames): not kept past the request.
+    assert traces.request.deferred(trace) is None
+    (record,) = trace.records
+    assert record.status == "error"
+    assert record.error == "LookupError: gone"
+
+
+@pytest.mark.parametrize("tasks", [1, 5])
+def test_server_timing_from_raw_attempts_is_the_header_of_the_records(
+    recorder: RequestRecorder, tasks: int
+) -> None:
+    with recorder.recording("GET", "/"):
+        _plain_weave(tasks)
+    trace = _only(recorder)
+    assert traces.request.deferred(trace) is not None
+    from_raw = server_timing(trace)
+    assert traces.request.deferred(trace) is not None  # the header made no record
+    built = dataclasses.replace(trace, records=trace.records)
+    assert server_timing(built) == from_raw
+    names = [name for name, _ in _parse_server_timing(from_raw)]
+    assert names == ["wove", *(f"wove.{r.task}" for r in trace.records)]

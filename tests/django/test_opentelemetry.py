@@ -133,3 +133,31 @@ def test_work_detached_into_a_fork_is_in_the_requests_trace(
     assert request.end_time is not None
     assert task.start_time is not None
     assert task.start_time >= request.start_time  # type: ignore[operator]
+
+
+@pytest.mark.timeout(60)
+def test_work_detached_in_the_background_is_in_the_requests_trace(
+    exporter: InMemorySpanExporter, tmp_path: Path
+) -> None:
+    """It starts when the response is closed, after the request's span has ended: its
+    weave's span is still a child of the span current at ``detach()``."""
+    marker = tmp_path / "marker"
+    response = Client().get("/detach/", {"marker": str(marker), "mode": "background"})
+    assert response.content == b"sent"
+    deadline = time.monotonic() + 20
+    while not [s for s in exporter.get_finished_spans() if s.name.startswith("weave views.py:")]:
+        assert time.monotonic() < deadline, "no span of the detached weave"
+        time.sleep(0.02)
+    assert int(marker.read_text()) == os.getpid()
+    spans = exporter.get_finished_spans()
+    (request,) = [s for s in spans if s.kind is SpanKind.SERVER]
+    (weave_span,) = [s for s in spans if s.name.startswith("weave views.py:")]
+    (task,) = [s for s in spans if s.name == "_write_marker"]
+    assert weave_span.parent is not None
+    assert weave_span.parent.span_id == _id(request)
+    assert task.parent is not None
+    assert task.parent.span_id == _id(weave_span)
+    assert len({s.context.trace_id for s in spans if s.context is not None}) == 1
+    assert request.end_time is not None
+    assert weave_span.start_time is not None
+    assert weave_span.start_time >= request.end_time  # it started after the response

@@ -70,7 +70,16 @@ class Recorder:
     Raw collectors (``wove.tracing.collecting_raw``) get each attempt as a plain tuple;
     a :class:`TraceRecord` is built only when an ordinary collector is active."""
 
-    __slots__ = ("_seen", "annotate", "collectors", "origin", "raw", "run_id", "scopes")
+    __slots__ = (
+        "_seen",
+        "annotate",
+        "collectors",
+        "collects",
+        "origin",
+        "raw",
+        "run_id",
+        "scopes",
+    )
 
     def __init__(
         self,
@@ -95,6 +104,8 @@ class Recorder:
         self.collectors: tuple[Collector, ...] = tuple(plain)
         self.raw: tuple[Callable[[RawRecord], None], ...] = tuple(raw)
         self.annotate = annotate
+        # False: only instruments observe the run (the OpenTelemetry spans): no records.
+        self.collects = bool(plain or raw)
         self._seen: set[str] = set()  # tasks with a record (set.add is atomic)
 
     def begin(
@@ -138,6 +149,8 @@ class Recorder:
     ) -> None:
         """A record with status "cancelled", zero length, attempt 0 and no thread, for
         each task that never started because the run failed first."""
+        if not self.collects:
+            return
         reason = asyncio.CancelledError(
             f"not started: the weave failed ({describe_error(failure)})"
         )
@@ -167,6 +180,8 @@ class Recorder:
         TaskTimeout raised inside it, by a nested weave, is an "error" of this task)."""
         # Once per traced attempt: the raw tuple only, inline; a TraceRecord is built
         # only for ordinary collectors (build_record).
+        if not self.collects:
+            return
         self._seen.add(name)
         raw: RawRecord = (
             self.origin,
@@ -286,8 +301,12 @@ def call_sync(
     function, timeout = spec.function, spec.timeout
     wrappers = run.wrappers_for(lane)
     base = run.thread_context if lane == THREAD else run.context
-    if spec.options is NO_OPTIONS and run.recorder is None:
-        return _call_once(function, kwargs, wrappers, base)  # the common case, kept lean
+    if spec.options is NO_OPTIONS:
+        recorder = run.recorder
+        if recorder is None:
+            return _call_once(function, kwargs, wrappers, base)  # the common case, kept lean
+        # Observed, but with no retry or timeout: one attempt, none of the loop's bookkeeping.
+        return _call_once_observed(run, recorder, spec, index, kwargs, lane, wrappers, base)
     attempt, start = 0, _perf()
     while True:
         began = _perf()
@@ -432,6 +451,39 @@ def _call_once(
     except BaseException as error:
         return None, error, start
     return value, None, start
+
+
+def _call_once_observed(
+    run: Run,
+    recorder: Recorder,
+    spec: TaskSpec,
+    index: int | None,
+    kwargs: dict[str, Any],
+    lane: Lane,
+    wrappers: tuple[hooks.ThreadCallWrapper, ...],
+    base: contextvars.Context,
+) -> Outcome:
+    """:func:`_call_once` plus the annotations, the instruments' scopes and the record:
+    what a recorded request or an instrumented run pays per sync task with no option."""
+    start = _perf()
+    context = base.copy()
+    extra = open_annotations(context) if recorder.annotate else None
+    name = spec.name
+    opened = context.run(recorder.begin, name, index, lane, 0) if recorder.scopes else None
+    error: BaseException | None = None
+    try:
+        if wrappers:
+            value = context.run(hooks.wrapped_call, wrappers, spec.function, kwargs)
+        else:
+            value = context.run(spec.function, **kwargs)
+        if type(value) is CoroutineType:
+            value = _run_to_completion(value, context)
+    except BaseException as exc:
+        value, error = None, exc
+    if opened:
+        context.run(recorder.end, opened, error, extra)
+    recorder.record(name, index, run.lanes[name], start, 0, error, extra)
+    return value, error, start
 
 
 def _run_to_completion(coroutine: CoroutineType[Any, Any, Any], context: Any) -> Any:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ..lanes import timer
 from ..placement import CALLER, LOOP, THREAD, Lane
 from ..task_spec import NO_OPTIONS
+from ..tracing import annotations_reset, annotations_set
 from .attempt import ABANDONED, call_async, call_sync, wrapped_async
 from .mapped import Mapped, Work
 
@@ -110,9 +111,9 @@ async def async_worker(run: Run, work: Work | None) -> None:
 async def _async_chain(run: Run, name: str | None) -> Work | None:
     """Run ``name`` (counted as running), then each async task it hands over to."""
     specs, nodes, values, recorder = run.specs, run.nodes, run.values, run.recorder
-    # Timings only (no annotations, no instrument): the lean path, plus the record.
-    timings = recorder is not None and not recorder.annotate and not recorder.scopes
-    lean = recorder is None or timings
+    # No instrument: the lean path, plus the annotations and the record when recorded.
+    lean = recorder is None or not recorder.scopes
+    annotate = recorder is not None and recorder.annotate
     wrapped = bool(run.async_wrappers)
     while name is not None:
         spec = specs[name]
@@ -122,6 +123,10 @@ async def _async_chain(run: Run, name: str | None) -> Work | None:
             if lean and spec.options is NO_OPTIONS:
                 start = _perf()  # the common case, kept lean
                 error: BaseException | None = None
+                extra: dict[str, object] | None = None
+                if annotate:  # this worker's context: the annotations of this call
+                    extra = {}
+                    token = annotations_set(extra)
                 try:
                     if wrapped:
                         value = await wrapped_async(run, spec.function, **kwargs)
@@ -131,9 +136,11 @@ async def _async_chain(run: Run, name: str | None) -> Work | None:
                     raise
                 except BaseException as exc:  # KeyboardInterrupt too: never to the loop
                     value, error = None, exc
-                if timings:
-                    assert recorder is not None
-                    recorder.record(name, None, run.lanes[name], start, 0, error)
+                finally:
+                    if extra is not None:
+                        annotations_reset(token)
+                if recorder is not None:
+                    recorder.record(name, None, run.lanes[name], start, 0, error, extra)
             else:
                 value, error, start = await call_async(run, spec, None, kwargs)
                 if value is ABANDONED:

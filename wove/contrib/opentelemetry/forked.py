@@ -17,10 +17,12 @@ on each weave span. Spans the task's own code opens in the child are the child's
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import itertools
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import Any, Final
@@ -31,7 +33,8 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.util.types import AttributeValue
 
-from wove.contrib.traces.forked import follow_forks
+from wove.contrib.traces.forked import follow_forks, fork_reports, send
+from wove.lowlevel import ChildMode, add_instrument, follow_detached, logger
 
 from . import spans
 from .spans import ATTEMPT, CANCELLED, ITEM_INDEX, LANE, TASK, WEAVE, _annotation_attributes
@@ -192,6 +195,19 @@ class SpanFollower:
     def child_scope(self, captured: object) -> ChildSpans:
         return ChildSpans()
 
+    @contextlib.contextmanager
+    def resumed(self, captured: object) -> Iterator[None]:
+        """The context of ``detach()`` current again: a weave started here is a child
+        of the span current then, though that span may have ended."""
+        if not isinstance(captured, Context):
+            yield
+            return
+        token = otel_context.attach(captured)
+        try:
+            yield
+        finally:
+            otel_context.detach(token)
+
     def received(self, captured: object, data: object) -> None:
         if not isinstance(data, dict) or not isinstance(data.get("spans"), list):
             return
@@ -263,6 +279,67 @@ def _valid(entry: object) -> tuple[int, int | None] | None:
     return number, parent
 
 
+class ReportingChild:
+    """A :class:`wove.lowlevel.DetachedChild`: in the child of a ``weave(background=True,
+    fork=...)``, writes down its runs and attempts as a :class:`ChildSpans` and sends
+    them to the parent when its work (the weave and ``on_done``) is over."""
+
+    def __init__(self, address: str, report_id: str, spawned: bool) -> None:
+        self.address = address
+        self.report_id = report_id
+        self.spawned = spawned
+
+    def __call__(self, body: Callable[[], int]) -> int:
+        recorded = ChildSpans()
+        # A spawned child is a new interpreter, where Wove is not instrumented: an
+        # instrument that only writes down (its tracer is never used there).
+        remove = add_instrument(spans.SpanInstrument(trace.NoOpTracer())) if self.spawned else None
+        try:
+            with recorded:
+                return body()
+        finally:
+            if remove is not None:
+                remove()
+            try:
+                send(self.address, {"id": self.report_id, KEY: recorded.report()})
+            except Exception:
+                logger.exception("wove: the detached weave's spans could not be sent back")
+
+
+class DetachedWeaves:
+    """The :data:`wove.lowlevel.DetachFollower` of the instrumentor: keeps the context
+    current where a ``weave(background=True, fork=...)`` block ends, and makes the
+    child's spans under it when its report arrives."""
+
+    def __init__(self, tracer: Tracer) -> None:
+        self.follower = SpanFollower(tracer)
+
+    def __call__(self, origin: str, mode: ChildMode) -> ReportingChild | None:
+        if spans.forked_child.get() is not None:
+            return None  # detach(mode="fork"): its own report carries the spans
+        captured = otel_context.get_current()
+        report_id = f"spans-{os.getpid()}-{next(_report_ids)}"
+        address = fork_reports().expect_report(
+            report_id, functools.partial(self._received, captured)
+        )
+        return ReportingChild(address, report_id, spawned=mode == "spawn")
+
+    def _received(self, captured: Context, report: dict[str, Any] | None) -> None:
+        if report is not None:  # None: the child never reported (killed, or too late)
+            self.follower.received(captured, report.get(KEY))
+
+
+_report_ids = itertools.count(1)
+
+
 def follow(tracer: Tracer) -> Callable[[], None]:
-    """Follow detached work into forked children with ``tracer``; returns the remover."""
-    return follow_forks(SpanFollower(tracer))
+    """Follow detached work into its child processes with ``tracer``: ``detach(mode=
+    "fork")`` and ``weave(background=True, fork=...)``; returns the remover."""
+    unfollow_forks = follow_forks(SpanFollower(tracer))
+    unfollow_weaves = follow_detached(DetachedWeaves(tracer))
+
+    def remove() -> None:
+        unfollow_forks()
+        unfollow_weaves()
+
+    return remove

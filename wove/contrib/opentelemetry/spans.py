@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import Mapping
 from contextvars import ContextVar, Token
 from functools import lru_cache
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Final
 
 from opentelemetry import context as otel_context
@@ -135,18 +136,18 @@ class WeaveSpan:
 
     def attempt_started(self, task: str, index: int | None, lane: str, attempt: int) -> AttemptSpan:
         """Called in the attempt's own context, on the thread or loop it runs on."""
-        attributes: dict[str, AttributeValue] = {
-            TASK: task,
-            LANE: lane,
-            ATTEMPT: attempt,
-            WEAVE: self.origin,
-        }
-        if index is not None:
+        if index is None:
+            attributes = _attempt_attributes(self.origin, task, lane, attempt)
+        else:
+            attributes = {**_attempt_attributes(self.origin, task, lane, attempt)}
             attributes[ITEM_INDEX] = index
-        span = self.tracer.start_span(
-            task, context=self.parent, kind=SpanKind.INTERNAL, attributes=attributes
-        )
+        span = self.tracer.start_span(task, self.parent, attributes=attributes)
         token = otel_context.attach(trace.set_span_in_context(span))
+        if lane == "thread" or lane == "caller":
+            # A sync call runs in a copy of the context made for this attempt and dropped
+            # after it: nothing to put back.
+            return AttemptSpan(span, None)
+        # On the loop: the worker's own context, which runs the next task of its chain.
         remote = remote_attempt.set((attempt, index)) if lane == "remote" else None
         return AttemptSpan(span, token, remote)
 
@@ -159,6 +160,15 @@ class WeaveSpan:
             self.span.end()
 
 
+@lru_cache(maxsize=4096)
+def _attempt_attributes(
+    origin: str, task: str, lane: str, attempt: int
+) -> Mapping[str, AttributeValue]:
+    """The attributes every attempt of ``task`` at ``attempt`` shares: made once, read
+    only (the SDK copies them into the span)."""
+    return MappingProxyType({TASK: task, LANE: lane, ATTEMPT: attempt, WEAVE: origin})
+
+
 class AttemptSpan:
     """One attempt of one task, or of one item (see :class:`wove.lowlevel.AttemptScope`)."""
 
@@ -167,7 +177,7 @@ class AttemptSpan:
     def __init__(
         self,
         span: Span,
-        token: Token[Context],
+        token: Token[Context] | None,
         remote: Token[tuple[int, int | None] | None] | None = None,
     ) -> None:
         self.span = span
@@ -186,4 +196,5 @@ class AttemptSpan:
             span.end()
             if self.remote is not None:
                 remote_attempt.reset(self.remote)
-            otel_context.detach(self.token)
+            if self.token is not None:
+                otel_context.detach(self.token)

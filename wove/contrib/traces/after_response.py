@@ -63,8 +63,9 @@ class DetachedWork:
     #: ``file:line`` of the user's ``detach()``: the origin of the weave that runs it, so
     #: traces and logs point there rather than into wove/contrib.
     origin: str = ""
-    #: For mode ``"fork"``: what the fork followers (the OpenTelemetry instrumentation)
-    #: captured at ``detach()``, in the request's context (its current span).
+    #: For modes ``"fork"`` and ``"background"``: what the fork followers (the
+    #: OpenTelemetry instrumentation) captured at ``detach()``, in the request's context
+    #: (its current span).
     followed: Followed = ()
 
     @property
@@ -226,7 +227,9 @@ class Detacher:
                 f"detach({function.__name__}, ...) runs a Weave class with keyword data "
                 "only; pass its inputs as keywords"
             )
-        followed = capture_followed() if chosen == FORK else ()
+        # Background work may start after the request's context is gone (Django starts
+        # it when the response is closed): the followers keep what they need of it now.
+        followed = capture_followed() if chosen in (FORK, BACKGROUND) else ()
         pending.add(DetachedWork(function, args, kwargs, chosen, call_site(), followed))
         return function
 
@@ -250,7 +253,9 @@ async def run_all(pending: PendingWork) -> None:
             if item.mode == BACKGROUND:
                 label = pending.label(item)
                 active = pending.begin(label)
-                await run_here(item.function, item.args, item.kwargs, label, active, item.origin)
+                await run_here(
+                    item.function, item.args, item.kwargs, label, active, item.origin, item.followed
+                )
             else:
                 _start_one(pending, item, _STARTERS[item.mode])
         except Exception:  # pending.begin() failed: nothing was started
@@ -275,7 +280,9 @@ def _start_one(pending: PendingWork, item: DetachedWork, start: Starter) -> None
 
 
 def _start_background(item: DetachedWork, label: str, active: ActiveRequest | None) -> None:
-    start_background(item.function, item.args, item.kwargs, label, active, item.origin)
+    start_background(
+        item.function, item.args, item.kwargs, label, active, item.origin, item.followed
+    )
 
 
 def _start_fork(item: DetachedWork, label: str, active: ActiveRequest | None) -> None:

@@ -20,7 +20,14 @@ from wove import TraceRecord, Weave, WeaveBlock, WoveResult, collecting, weave
 from wove.lowlevel import RESERVED_NAMES, is_async_callable, running_fork_server
 from wove.lowlevel import weave_at as weave_named_at
 
-from .forked import ChildScope, Followed, capture_followed, fork_reports, send_report
+from .forked import (
+    ChildScope,
+    Followed,
+    capture_followed,
+    fork_reports,
+    resume_followed,
+    send_report,
+)
 from .request import DETACHED, ActiveRequest, describe
 
 logger = logging.getLogger("wove")
@@ -206,10 +213,13 @@ def start_background(
     label: str,
     active: ActiveRequest | None,
     origin: str = "",
+    followed: Followed = (),
 ) -> None:
     """Start the work as a background weave in this process and return at once: for an
     adapter that starts it on the server's own thread (Django's ``response.close()``),
-    which must not wait for it. Its end (and error) is logged and traced in ``on_done``."""
+    which must not wait for it. Its end (and error) is logged and traced in ``on_done``.
+    ``followed``: what the fork followers captured at ``detach()``, made current again
+    around the start (the request's span, which has ended by now)."""
     start = weave_at(origin) if origin else weave
 
     def on_done(result: WoveResult) -> None:
@@ -219,7 +229,10 @@ def start_background(
         if active is not None:
             active.finish(None, error=None if error is None else describe(error))
 
-    with collecting(active.collect) if active is not None else contextlib.nullcontext():
+    with contextlib.ExitStack() as stack:
+        resume_followed(stack, followed)
+        if active is not None:
+            stack.enter_context(collecting(active.collect))
         if is_template(function):
             with start(function, background=True, on_done=on_done, **kwargs):
                 pass
@@ -235,14 +248,19 @@ async def run_here(
     label: str,
     active: ActiveRequest | None,
     origin: str = "",
+    followed: Followed = (),
 ) -> None:
     """Run the work to its end in the calling task, as a Starlette background task runs
     (so the ASGI server, and the lifespan's shutdown, wait for it). A failure is logged
-    and traced, not raised; a cancellation is traced, then raised."""
+    and traced, not raised; a cancellation is traced, then raised. ``followed``: as for
+    :func:`start_background`."""
     start = weave_at(origin) if origin else weave
     error: BaseException | None = None
     try:
-        with collecting(active.collect) if active is not None else contextlib.nullcontext():
+        with contextlib.ExitStack() as stack:
+            resume_followed(stack, followed)
+            if active is not None:
+                stack.enter_context(collecting(active.collect))
             if is_template(function):
                 async with start(function, **kwargs):
                     pass

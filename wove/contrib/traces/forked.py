@@ -18,6 +18,7 @@ parent hands both to ``received``. Nothing here knows what a follower records.
 from __future__ import annotations
 
 import atexit
+import functools
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, ExitStack
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -74,6 +76,11 @@ class ForkFollower(Protocol):
         """In the parent, on the report's thread: the child's ``report()`` (None when
         the report has no such field)."""
 
+    def resumed(self, captured: object) -> AbstractContextManager[object]:
+        """In this process, around work detached in mode ``"background"`` as it starts
+        (perhaps after the request's context is gone): make what was captured at
+        ``detach()`` current again."""
+
 
 #: Each follower with what it captured for one piece of work.
 Followed = tuple[tuple[ForkFollower, object], ...]
@@ -109,13 +116,23 @@ def capture_followed() -> Followed:
     return tuple(followed)
 
 
+def resume_followed(stack: ExitStack, followed: Followed) -> None:
+    """Enter each follower's :meth:`~ForkFollower.resumed` scope on ``stack``; a
+    follower that fails is left out."""
+    for follower, captured in followed:
+        try:
+            stack.enter_context(follower.resumed(captured))
+        except Exception:
+            logger.exception("wove: %r could not follow detached work", follower)
+
+
 class ForkReports:
     """The parent side: one listening socket and the children it is waiting for."""
 
     def __init__(self, patience: float = 3600.0) -> None:
         self.patience = patience
         self._lock = threading.Lock()
-        self._waiting: dict[str, tuple[ActiveRequest, float, Followed]] = {}
+        self._waiting: dict[str, tuple[OnReport, float]] = {}
         self._path: str | None = None
         self._server: socket.socket | None = None
 
@@ -123,18 +140,28 @@ class ForkReports:
         """Wait for the report of the child about to run ``active``'s work; returns the
         address the child sends it to (give it to :func:`send_report`). ``followed``
         get the report too."""
+        return self.expect_report(active.id, functools.partial(_file_trace, active, followed))
+
+    def expect_report(self, report_id: str, on_report: OnReport) -> str:
+        """Wait for the report with id ``report_id`` (see :func:`send`); ``on_report``
+        gets it on the listener's thread, or None if it does not come within
+        ``patience`` seconds. Returns the address the child sends it to."""
         with self._lock:
             if self._server is None:
                 self._listen()
-            self._waiting[active.id] = (active, time.monotonic() + self.patience, followed)
+            self._waiting[report_id] = (on_report, time.monotonic() + self.patience)
             assert self._path is not None
             return self._path
 
     def abandon(self, active: ActiveRequest, error: str) -> None:
         """The child never started: finish the trace with ``error`` now."""
-        with self._lock:
-            self._waiting.pop(active.id, None)
+        self.forget(active.id)
         active.finish(None, error=error)
+
+    def forget(self, report_id: str) -> None:
+        """The child never started: stop waiting for its report."""
+        with self._lock:
+            self._waiting.pop(report_id, None)
 
     @property
     def waiting(self) -> int:
@@ -177,35 +204,48 @@ class ForkReports:
     def _file(self, report: dict[str, Any]) -> None:
         with self._lock:
             entry = self._waiting.pop(str(report.get("id")), None)
-        if entry is None:
-            return  # expired, or not ours
-        active, _, followed = entry
-        for follower, captured in followed:
-            try:
-                follower.received(captured, report.get(follower.key))
-            except Exception:
-                logger.exception("wove: %r could not file a detached child's report", follower)
-        for fields in report.get("records", ()):
-            active.collect(TraceRecord(**fields))
-        error = report.get("error")
-        if error:
-            logger.error(
-                "wove: detached work %s (pid %s) failed: %s\n%s",
-                active.path,
-                report.get("pid"),
-                error,
-                report.get("traceback", ""),
-            )
-        active.finish(None, error=error)
+        if entry is not None:  # else expired, or not ours
+            entry[0](report)
 
     def _expire(self) -> None:
         now = time.monotonic()
         with self._lock:
-            late = [key for key, (_, deadline, _) in self._waiting.items() if deadline < now]
+            late = [key for key, (_, deadline) in self._waiting.items() if deadline < now]
             expired = [self._waiting.pop(key)[0] for key in late]
-        for active in expired:
-            logger.warning("wove: detached work %s never reported back", active.path)
-            active.finish(None, error="no report from the detached child")
+        for on_report in expired:
+            try:
+                on_report(None)
+            except Exception:
+                logger.exception("wove: a detached child's missing report could not be filed")
+
+
+OnReport = Callable[[dict[str, Any] | None], None]
+"""Gets a child's report (None: it did not come in time), on the listener's thread."""
+
+
+def _file_trace(active: ActiveRequest, followed: Followed, report: dict[str, Any] | None) -> None:
+    """A :func:`send_report` report: the followers' fields, then the trace."""
+    if report is None:
+        logger.warning("wove: detached work %s never reported back", active.path)
+        active.finish(None, error="no report from the detached child")
+        return
+    for follower, captured in followed:
+        try:
+            follower.received(captured, report.get(follower.key))
+        except Exception:
+            logger.exception("wove: %r could not file a detached child's report", follower)
+    for fields in report.get("records", ()):
+        active.collect(TraceRecord(**fields))
+    error = report.get("error")
+    if error:
+        logger.error(
+            "wove: detached work %s (pid %s) failed: %s\n%s",
+            active.path,
+            report.get("pid"),
+            error,
+            report.get("traceback", ""),
+        )
+    active.finish(None, error=error)
 
 
 def _remove_directory(directory: str, owner: int) -> None:
@@ -234,6 +274,12 @@ def send_report(
         "error": error,
         "traceback": traceback,
     }
+    send(address, body)
+
+
+def send(address: str, body: Mapping[str, object]) -> None:
+    """The child side: send ``body`` (JSON-able; its ``"id"`` says whose report it is)
+    to the parent listening at ``address``."""
     data = json.dumps(body, default=repr).encode()
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
         connection.settimeout(10.0)

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple, overload
 
 from wove import TraceRecord, WeaveStateError
 from wove.lowlevel import RawRecord, build_record, collecting_raw
@@ -32,12 +32,69 @@ if TYPE_CHECKING:
 DETACHED = "DETACH"
 
 
-@dataclass(frozen=True, slots=True)
+class Deferred(NamedTuple):
+    """The attempts of a trace whose :class:`~wove.TraceRecord` objects are not made yet:
+    those already made (from ``wove.collecting``) and the raw tuples
+    (``wove.lowlevel.collecting_raw``)."""
+
+    records: tuple[TraceRecord, ...]
+    raw: tuple[RawRecord, ...]
+
+    def build(self) -> tuple[TraceRecord, ...]:
+        records = list(self.records)
+        records += map(build_record, self.raw)
+        if len(records) > 1:
+            records.sort(key=_start)  # stable: ties keep arrival order
+        return tuple(records)
+
+
+class _Records:
+    """:attr:`RequestTrace.records`, made on first read.
+
+    Most kept traces are never read (a busy app's store turns over before anyone opens
+    a page, and ``Server-Timing`` reads the raw tuples), so the request only keeps its
+    raw tuples and the records are made here. A dataclass field may be a descriptor:
+    ``RequestTrace(...)`` and ``dataclasses.replace`` still take a tuple, and reading
+    always gives one. Two threads reading at once both build the same tuple; either
+    one is kept.
+    """
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._key = f"_{name}"
+
+    @overload
+    def __get__(self, trace: None, owner: type) -> _Records: ...
+    @overload
+    def __get__(self, trace: RequestTrace, owner: type) -> tuple[TraceRecord, ...]: ...
+    def __get__(
+        self, trace: RequestTrace | None, owner: type
+    ) -> tuple[TraceRecord, ...] | _Records:
+        if trace is None:
+            # AttributeError on the class: the dataclass sees a field with no default.
+            raise AttributeError(self._key[1:])
+        value = trace.__dict__[self._key]
+        if type(value) is Deferred:
+            value = trace.__dict__[self._key] = value.build()
+        return value  # type: ignore[no-any-return]
+
+    def __set__(self, trace: RequestTrace, value: tuple[TraceRecord, ...] | Deferred) -> None:
+        trace.__dict__[self._key] = value
+
+
+def deferred(trace: RequestTrace) -> Deferred | None:
+    """The raw attempts of ``trace`` while its records are not made yet, else None."""
+    value = trace.__dict__.get("_records")
+    return value if type(value) is Deferred else None
+
+
+@dataclass(frozen=True)
 class RequestTrace:
     """A finished request and the task attempts its weaves ran, oldest first.
 
     ``start`` is on the ``time.perf_counter`` clock the records use, so offsets are exact;
     ``started_at`` is wall-clock time, only for showing when the request happened.
+    ``records`` may be given a :class:`Deferred` (what the recorder does): the records
+    are then made when first read.
     """
 
     id: str
@@ -47,7 +104,10 @@ class RequestTrace:
     started_at: float
     start: float
     duration: float
-    records: tuple[TraceRecord, ...]
+    if TYPE_CHECKING:  # what reading it gives; the descriptor also takes a Deferred
+        records: tuple[TraceRecord, ...]
+    else:
+        records: tuple[TraceRecord, ...] = _Records()
     error: str | None
 
     def offset(self, record: TraceRecord) -> float:
@@ -192,7 +252,7 @@ class ActiveRequest:
         For an ASGI adapter that must send ``Server-Timing`` with the response headers,
         before a streamed body (which may still run weaves) is over.
         """
-        return self._build(status, None, list(self._records or ()), list(self._raw or ()))
+        return self._build(status, None, tuple(self._records or ()), tuple(self._raw or ()))
 
     def finish(self, status: int | None, error: str | None = None) -> RequestTrace | None:
         """Freeze the trace, store it (unless it ran no weave, did not fail, and empties
@@ -207,15 +267,15 @@ class ActiveRequest:
                 )
             keep = self.keeps(status, error)
             self._done = True
-            records, self._records = self._records or [], None
-            raw, self._raw = self._raw or [], None
+            records, self._records = tuple(self._records or ()), None
+            raw, self._raw = tuple(self._raw or ()), None
             if not keep:
                 return None
             trace = self._trace = self._build(status, error, records, raw)
         # A request kept though not sampled (it failed, or was slow) is kept even with no
         # task rows: it may have collected none (``unsampled_timings=False``).
         if self._store is not None and (
-            trace.records or trace.error or self._keep_empty or not self.sampled
+            records or raw or error or self._keep_empty or not self.sampled
         ):
             self._store.add(trace)
         return trace
@@ -224,13 +284,15 @@ class ActiveRequest:
         self,
         status: int | None,
         error: str | None,
-        records: list[TraceRecord],
-        raw: list[RawRecord],
+        records: tuple[TraceRecord, ...],
+        raw: tuple[RawRecord, ...],
     ) -> RequestTrace:
-        if raw:
-            records += map(build_record, raw)
-        if len(records) > 1:
-            records.sort(key=_start)  # stable: ties keep arrival order
+        attempts: tuple[TraceRecord, ...] | Deferred = Deferred(records, raw)
+        for attempt in raw:
+            if attempt[9] is not None:
+                # Made now: a raw tuple holds the exception, its traceback and frames.
+                attempts = Deferred(records, raw).build()
+                break
         return RequestTrace(
             id=self.id,
             method=self.method,
@@ -239,7 +301,7 @@ class ActiveRequest:
             started_at=self.started_at,
             start=self.start,
             duration=time.perf_counter() - self.start,
-            records=tuple(records),
+            records=attempts,  # type: ignore[arg-type]  # made when first read
             error=error,
         )
 
