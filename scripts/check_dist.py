@@ -8,8 +8,9 @@
    metadata has the version of wove/__init__.py, the SPDX license expression and only
    valid trove classifiers.
 3. ``twine check --strict`` on both.
-4. For each user extra (none, spawn, django, starlette, celery, opentelemetry), a fresh
-   venv gets the wheel with that extra, and imports wove and the matching module there.
+4. For each user extra (none, spawn, django, starlette, celery, process, opentelemetry), a
+   fresh venv gets the wheel with that extra, and imports wove and the matching module
+   there.
 
 Run with the project's venv (requirements/dev.txt has build, twine and
 trove-classifiers). Exits non-zero, saying why, at the first check that fails.
@@ -86,6 +87,22 @@ Starlette(middleware=[Middleware(wove.contrib.starlette.WoveMiddleware)])
 import wove.contrib.celery
 import cloudpickle
 """,
+    # A real call in a worker process: the pool's child imports the installed wove.
+    "process": """
+import os
+from wove.contrib.process import ProcessEnv
+pool = ProcessEnv(workers=1)
+remove = wove.register_env("process", pool)
+factor = 3
+with weave(x=2) as w:
+    @w.do(env="process")
+    def remote(x):
+        import os
+        return x * factor, os.getpid()
+assert w.result.remote[0] == 6 and w.result.remote[1] != os.getpid(), w.result.remote
+pool.close()
+remove()
+""",
     # Only opentelemetry-api: the instrumentor works without opentelemetry-instrumentation,
     # and is the entry point `opentelemetry-instrument` finds.
     "opentelemetry": """
@@ -117,6 +134,7 @@ MODULES = {
     "django": "wove.contrib.django (+ django.setup(), check)",
     "starlette": "wove.contrib.starlette",
     "celery": "wove.contrib.celery",
+    "process": "wove.contrib.process (+ one call in a worker process)",
     "opentelemetry": "wove.contrib.opentelemetry (+ its entry point)",
 }
 

@@ -1,0 +1,7 @@
+"""What every remote environment shares: capturing a call by value
+(:mod:`~wove.contrib.remote.capture`), the reply that brings back its value or its own
+exception (:mod:`~wove.contrib.remote.replies`), signed envelopes for calls that cross a
+broker (:mod:`~wove.contrib.remote.envelope`), and the caller's trace context
+(:mod:`~wove.contrib.remote.tracing`). See docs/environments.md for the contract an
+environment keeps.
+"""
