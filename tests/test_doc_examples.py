@@ -173,6 +173,8 @@ REFERENCE = {
     "wove.contrib.django": "reference/contrib-django.md",
     "wove.contrib.starlette": "reference/contrib-starlette.md",
     "wove.contrib.celery": "reference/contrib-celery.md",
+    "wove.contrib.process": "reference/contrib-process.md",
+    "wove.contrib.remote": "reference/contrib-remote.md",
     "wove.contrib.opentelemetry": "reference/contrib-opentelemetry.md",
     "wove.contrib.traces": "reference/contrib-traces.md",
 }

@@ -5,3 +5,7 @@ broker (:mod:`~wove.contrib.remote.envelope`), and the caller's trace context
 (:mod:`~wove.contrib.remote.tracing`). See docs/environments.md for the contract an
 environment keeps.
 """
+
+from . import capture, envelope, replies, tracing
+
+__all__ = ["capture", "envelope", "replies", "tracing"]
