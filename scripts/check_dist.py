@@ -8,9 +8,9 @@
    metadata has the version of wove/__init__.py, the SPDX license expression and only
    valid trove classifiers.
 3. ``twine check --strict`` on both.
-4. For each user extra (none, spawn, django, starlette, celery, process, opentelemetry), a
-   fresh venv gets the wheel with that extra, and imports wove and the matching module
-   there.
+4. For each user extra (none, spawn, django, starlette, celery, process, rq,
+   opentelemetry), a fresh venv gets the wheel with that extra, and imports wove and the
+   matching module there.
 
 Run with the project's venv (requirements/dev.txt has build, twine and
 trove-classifiers). Exits non-zero, saying why, at the first check that fails.
@@ -103,6 +103,13 @@ assert w.result.remote[0] == 6 and w.result.remote[1] != os.getpid(), w.result.r
 pool.close()
 remove()
 """,
+    # Imports, and an environment built (no Redis is contacted until a call is made).
+    "rq": """
+import wove.contrib.rq.worker
+from wove.contrib.rq import RQEnv
+RQEnv("redis://127.0.0.1:6379/0", keys=["k" * 40])
+import cloudpickle
+""",
     # Only opentelemetry-api: the instrumentor works without opentelemetry-instrumentation,
     # and is the entry point `opentelemetry-instrument` finds.
     "opentelemetry": """
@@ -135,6 +142,7 @@ MODULES = {
     "starlette": "wove.contrib.starlette",
     "celery": "wove.contrib.celery",
     "process": "wove.contrib.process (+ one call in a worker process)",
+    "rq": "wove.contrib.rq",
     "opentelemetry": "wove.contrib.opentelemetry (+ its entry point)",
 }
 
