@@ -175,6 +175,7 @@ REFERENCE = {
     "wove.contrib.celery": "reference/contrib-celery.md",
     "wove.contrib.process": "reference/contrib-process.md",
     "wove.contrib.remote": "reference/contrib-remote.md",
+    "wove.contrib.rq": "reference/contrib-rq.md",
     "wove.contrib.opentelemetry": "reference/contrib-opentelemetry.md",
     "wove.contrib.traces": "reference/contrib-traces.md",
 }

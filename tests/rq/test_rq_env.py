@@ -222,6 +222,7 @@ def test_a_lost_worker_fails_its_call_within_the_lease(
                 kill_when_started()
 
         noticed = time.monotonic() - killed_at[0]
+        print(f"lost worker noticed {noticed:.1f} s after the kill (lease {rq_settings.LEASE:g} s)")
     finally:
         worker.stop()
     assert lost.value.may_have_started is True
