@@ -8,7 +8,7 @@
    metadata has the version of wove/__init__.py, the SPDX license expression and only
    valid trove classifiers.
 3. ``twine check --strict`` on both.
-4. For each user extra (none, spawn, django, starlette, celery, process, rq,
+4. For each user extra (none, spawn, django, starlette, celery, process, rq, dask,
    opentelemetry), a fresh venv gets the wheel with that extra, and imports wove and the
    matching module there.
 
@@ -110,6 +110,12 @@ from wove.contrib.rq import RQEnv
 RQEnv("redis://127.0.0.1:6379/0", keys=["k" * 40])
 import cloudpickle
 """,
+    # Imports, and an environment built (the scheduler is contacted on the first call).
+    "dask": """
+from wove.contrib.dask import DaskEnv
+DaskEnv("tcp://127.0.0.1:8786")
+import distributed, cloudpickle
+""",
     # Only opentelemetry-api: the instrumentor works without opentelemetry-instrumentation,
     # and is the entry point `opentelemetry-instrument` finds.
     "opentelemetry": """
@@ -143,6 +149,7 @@ MODULES = {
     "celery": "wove.contrib.celery",
     "process": "wove.contrib.process (+ one call in a worker process)",
     "rq": "wove.contrib.rq",
+    "dask": "wove.contrib.dask",
     "opentelemetry": "wove.contrib.opentelemetry (+ its entry point)",
 }
 

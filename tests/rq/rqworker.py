@@ -69,8 +69,18 @@ def _killpg(pgid: int, sig: int) -> None:
         pass
 
 
-def start_rq_worker(url: str, queue: str, directory: Path) -> RQWorker:
-    """Start a worker on ``queue`` and wait until it is registered; ``stop()`` it."""
+def start_rq_worker(
+    url: str,
+    queue: str,
+    directory: Path,
+    *,
+    settings: str = "rq_wove_settings",
+    paths: tuple[str, ...] = (),
+    logging_level: str = "INFO",
+    worker_class: str | None = None,
+) -> RQWorker:
+    """Start a worker on ``queue`` loading the ``settings`` module (importable from
+    here or ``paths``), and wait until it is registered; ``stop()`` it."""
     from redis import Redis
     from rq import Worker
 
@@ -80,12 +90,14 @@ def start_rq_worker(url: str, queue: str, directory: Path) -> RQWorker:
     rq_program = Path(sys.executable).parent / "rq"
     command = [
         str(rq_program),
-        *("worker", "-c", "rq_wove_settings", "-u", url, "-n", name),
-        *("--logging_level", "INFO", queue),
+        *("worker", "-c", settings, "-u", url, "-n", name),
+        *("--logging_level", logging_level, queue),
     ]
+    if worker_class is not None:
+        command += ["--worker-class", worker_class]
     env = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
     env["PYTHONPATH"] = os.pathsep.join(
-        [str(HERE), str(WOVE_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+        [str(HERE), *paths, str(WOVE_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
     )
     env["PYTHONUNBUFFERED"] = "1"
     env["WOVE_TEST_RQ_URL"] = url

@@ -16,4 +16,8 @@ from wove.contrib.remote.envelope import EnvelopeError, Keyring
 from .env import RQEnv, lost_within
 from .keys import JOB_FUNCTION
 
-__all__ = ["JOB_FUNCTION", "EnvelopeError", "Keyring", "RQEnv", "lost_within"]
+# Loaded with the environment, so a worker's process (``rq worker -c <module>``) has the
+# job's function and cloudpickle imported before it forks a work horse per job.
+from .worker import run_job  # isort: skip
+
+__all__ = ["JOB_FUNCTION", "EnvelopeError", "Keyring", "RQEnv", "lost_within", "run_job"]

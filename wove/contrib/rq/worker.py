@@ -23,6 +23,7 @@ import threading
 import time
 from typing import Any, Final, cast
 
+import cloudpickle  # noqa: F401  (imported here: a work horse forked per job has it)
 from rq import get_current_job
 
 from wove import InvalidOptionError
