@@ -3,9 +3,10 @@
 The caller's side. The environment owns one event loop thread with one asynchronous
 ``distributed.Client`` (``Client(address, asynchronous=True)``), so every weave, whatever
 loop or thread it runs on, shares one connection to the scheduler. A call is submitted
-there (``client.submit``, its own key, ``pure=False``) and its Dask future awaited; the
-caller's coroutine awaits that through :func:`asyncio.wrap_future`. Cancelling the call
-cancels the Dask future.
+there (its own key, ``pure=False``) and its Dask future awaited; the
+caller's coroutine awaits that through :func:`asyncio.wrap_future`. Calls handed over
+together (the items of a mapped task) are submitted in one message (``client.map``).
+Cancelling the call cancels the Dask future.
 """
 
 from __future__ import annotations
@@ -31,6 +32,19 @@ from .worker import run_call, run_weave
 logger: Final = logging.getLogger("wove")
 
 T = TypeVar("T")
+
+
+class _Submission:
+    """One call on its way to the scheduler: batched, then its Dask future."""
+
+    __slots__ = ("call", "carrier", "future", "key", "placed")
+
+    def __init__(self, call: RemoteCall, key: str, carrier: dict[str, str] | None) -> None:
+        self.call = call
+        self.key = key
+        self.carrier = carrier
+        self.placed: asyncio.Future[Any]  # set on the client's loop
+        self.future: Any = None  # the Dask future, once submitted
 
 
 class DaskEnv:
@@ -93,18 +107,22 @@ class DaskEnv:
     def _serve(self, ready: threading.Event) -> None:
         loop = asyncio.new_event_loop()
         self._loop = loop
+        self._connecting = asyncio.Lock()  # created here: bound to this loop on 3.11
+        self._batch: list[_Submission] = []
+        self._tasks: set[asyncio.Task[None]] = set()
         ready.set()
         loop.run_forever()
 
     async def _connected(self) -> Client:
-        if self._client is None:
-            self._client = await Client(  # type: ignore[no-untyped-call]
-                self.address,
-                asynchronous=True,
-                timeout=self.connect_timeout,
-                set_as_default=False,
-                **self._options,
-            )
+        async with self._connecting:  # one connection, however many first calls
+            if self._client is None:
+                self._client = await Client(  # type: ignore[no-untyped-call]
+                    self.address,
+                    asynchronous=True,
+                    timeout=self.connect_timeout,
+                    set_as_default=False,
+                    **self._options,
+                )
         return self._client
 
     def close(self) -> None:
@@ -129,31 +147,11 @@ class DaskEnv:
 
     async def run(self, call: RemoteCall) -> Any:
         key = f"wove-{call.task}-{uuid.uuid4().hex}"
-        carrier = trace_context()
-        future: Any = None
-
-        async def submit() -> Any:
-            nonlocal future
-            client = await self._connected()
-            future = client.submit(
-                run_call,
-                call.function,
-                dict(call.kwargs),
-                call.task,
-                call.origin,
-                carrier,
-                key,
-                self.max_payload,
-                key=key,
-                pure=False,
-            )
-            return await future
-
+        item = _Submission(call, key, trace_context())
         try:
-            reply = await asyncio.wrap_future(self._on_loop(submit()))
-        except asyncio.CancelledError:  # the weave failed, or the task timed out
-            self._cancel(key, lambda: future)
-            raise
+            # Cancelling this await cancels the coroutine on the client's loop, which
+            # cancels the Dask future (see _submitted).
+            reply = await asyncio.wrap_future(self._on_loop(self._submitted(item)))
         except FutureCancelledError as error:
             raise RemoteNeverRan(call.task, "FutureCancelledError", str(error), None) from error
         except Exception as error:
@@ -166,7 +164,7 @@ class DaskEnv:
                     None,
                     may_have_started=True,
                 ) from error
-            if isinstance(error, OSError | TimeoutError) and future is None:
+            if isinstance(error, OSError | TimeoutError) and item.future is None:
                 raise RemoteNeverRan(
                     call.task,
                     type(error).__name__,
@@ -178,17 +176,64 @@ class DaskEnv:
         annotate(dask_key=key, worker=info.get("worker"))
         return value
 
-    def _cancel(self, key: str, future: Any) -> None:
-        async def cancel() -> None:
-            submitted = future()
-            if submitted is not None:
-                await submitted.cancel(reason="the Wove task was cancelled")
+    async def _submitted(self, item: _Submission) -> bytes:
+        """On the client's loop: ``item`` submitted with the others of its batch, and
+        its reply awaited; cancelled, its Dask future is cancelled."""
+        loop = asyncio.get_running_loop()
+        item.placed = loop.create_future()
+        self._batch.append(item)
+        if len(self._batch) == 1:  # after the calls already handed to this loop
+            self._spawn(self._flush())
+        try:
+            future = await item.placed
+            reply: bytes = await future
+            return reply
+        except asyncio.CancelledError:
+            if item.future is not None:
+                self._spawn(self._cancelled(item.future, item.key))
+            raise
 
-        def report(done: concurrent.futures.Future[None]) -> None:
-            if not done.cancelled() and done.exception() is not None:
-                logger.warning("wove: could not cancel Dask task %s: %s", key, done.exception())
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        """Run ``coroutine`` on the client's loop, kept referenced until it ends."""
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-        self._on_loop(cancel()).add_done_callback(report)
+    async def _flush(self) -> None:
+        """Submit the calls batched so far in one message to the scheduler (a call
+        each would cost the scheduler one graph update each)."""
+        batch, self._batch = self._batch, []
+        try:
+            client = await self._connected()
+        except Exception as error:
+            for item in batch:
+                if not item.placed.done():
+                    item.placed.set_exception(error)
+            return
+        batch = [item for item in batch if not item.placed.done()]  # cancelled meanwhile
+        if not batch:
+            return
+        futures = client.map(
+            run_call,
+            [item.call.function for item in batch],
+            [dict(item.call.kwargs) for item in batch],
+            [item.call.task for item in batch],
+            [item.call.origin for item in batch],
+            [item.carrier for item in batch],
+            [item.key for item in batch],
+            [self.max_payload] * len(batch),
+            key=[item.key for item in batch],
+            pure=False,
+        )
+        for item, future in zip(batch, futures, strict=True):
+            item.future = future
+            item.placed.set_result(future)
+
+    async def _cancelled(self, future: Any, key: str) -> None:
+        try:
+            await future.cancel(reason="the Wove task was cancelled")
+        except Exception as error:
+            logger.warning("wove: could not cancel Dask task %s: %s", key, error)
 
     def detach(self, weave: DetachedWeave) -> str:
         key = f"wove-weave-{uuid.uuid4().hex}"
