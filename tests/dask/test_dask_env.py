@@ -1,4 +1,7 @@
-"""The Dask environment against a real LocalCluster (see conftest.py)."""
+"""The Dask environment against a real LocalCluster (see conftest.py).
+
+A task's marker file is written beside and renamed: a reader never sees it half-written.
+"""
 
 from __future__ import annotations
 
@@ -135,7 +138,8 @@ def test_a_worker_lost_under_a_call_fails_it(
 
         @w.do(env="dask")  # no timeout
         def held() -> None:
-            marker.write_text(str(os.getpid()))
+            marker.with_suffix(".part").write_text(str(os.getpid()))
+            marker.with_suffix(".part").replace(marker)
             time.sleep(300)
 
         @w.do

@@ -4,6 +4,8 @@ One pool of two workers for the module (stopped in teardown); each test that sto
 loses a worker waits for its replacement. Cross-process overlap is proven with files:
 each task marks its start and waits for the other's mark, so two tasks that did not run
 at the same time fail (the first one never sees the second's mark).
+
+A task's marker file is written beside and renamed: a reader never sees it half-written.
 """
 
 from __future__ import annotations
@@ -171,7 +173,8 @@ def test_a_timed_out_call_has_its_process_stopped_and_replaced(
 
         @w.do(env="process", timeout=2)
         def stuck() -> None:
-            marker.write_text(str(os.getpid()))
+            marker.with_suffix(".part").write_text(str(os.getpid()))
+            marker.with_suffix(".part").replace(marker)
             time.sleep(120)
 
     pid = int(wait_for(marker.exists, what="the task to start") and marker.read_text())
@@ -200,7 +203,8 @@ def test_a_call_cancelled_by_a_failing_task_has_its_process_stopped(
 
         @w.do(env="process")
         def long_one() -> None:
-            marker.write_text(str(os.getpid()))
+            marker.with_suffix(".part").write_text(str(os.getpid()))
+            marker.with_suffix(".part").replace(marker)
             time.sleep(120)
 
         @w.do
@@ -256,7 +260,8 @@ def test_a_detached_weave_runs_in_a_worker(env: ProcessEnv, tmp_path: Path) -> N
     out = tmp_path / "done"
 
     def done(result: WoveResult) -> None:
-        out.write_text(f"{result.total} {os.getpid()}")
+        out.with_suffix(".part").write_text(f"{result.total} {os.getpid()}")
+        out.with_suffix(".part").replace(out)
 
     with weave(background=True, env="process", on_done=done, base=2) as w:
 

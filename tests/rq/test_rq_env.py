@@ -1,4 +1,7 @@
-"""The RQ environment against a real Redis and a real ``rq worker`` (see conftest.py)."""
+"""The RQ environment against a real Redis and a real ``rq worker`` (see conftest.py).
+
+A task's marker file is written beside and renamed: a reader never sees it half-written.
+"""
 
 from __future__ import annotations
 
@@ -143,7 +146,8 @@ def test_a_timed_out_call_is_stopped_on_the_worker(tmp_path: Path, redis: Redis)
 
             job = get_current_job()
             assert job is not None
-            marker.write_text(job.id)
+            marker.with_suffix(".part").write_text(job.id)
+            marker.with_suffix(".part").replace(marker)
             time.sleep(60)
 
     job_id = _job_of(marker)
@@ -162,31 +166,44 @@ def test_a_timed_out_call_is_stopped_on_the_worker(tmp_path: Path, redis: Redis)
 
 
 @pytest.mark.timeout(90)
-def test_a_queued_call_cancelled_never_runs(tmp_path: Path, redis: Redis) -> None:
+def test_a_queued_call_cancelled_never_runs(
+    tmp_path: Path, rq_settings: ModuleType, redis: Redis
+) -> None:
+    from rq import Queue
+
     started = tmp_path / "started"
     ran = tmp_path / "ran"
+    queue = Queue(rq_settings.QUEUE, connection=redis)
 
     with pytest.raises(ValueError, match="boom"), weave() as w:
 
         @w.do(env="rq-test")
-        def blocker() -> None:  # holds the only worker
+        def blocker() -> None:  # holds the session's only worker
             started.touch()
             time.sleep(3)
 
-        @w.do(env="rq-test")
-        def queued(blocker: None) -> None:  # sent only after blocker: never, here
-            ran.touch()
+        @w.do
+        def blocker_started() -> None:
+            wait_for(started.exists, what="the blocker to start")
 
         @w.do(env="rq-test")
-        def waiting() -> None:
+        def waiting(blocker_started: None) -> None:  # queued behind the blocker
             ran.touch()
 
         @w.do
-        def failing() -> None:
-            wait_for(started.exists, what="the blocker to start")
+        def failing(blocker_started: None) -> None:
+            wait_for(lambda: queue.count >= 1, what="the second job to be queued")
             raise ValueError("boom")
 
-    time.sleep(4)  # the blocker is done: a job still queued would run now
+    # The worker takes jobs in order: once a call sent now has run, a cancelled job
+    # still in the queue would have run before it.
+    with weave() as w:
+
+        @w.do(env="rq-test")
+        def probe() -> str:
+            return "after"
+
+    assert w.result.probe == "after"
     assert not ran.exists()
 
 
@@ -214,7 +231,8 @@ def test_a_lost_worker_fails_its_call_within_the_lease(
 
             @w.do(env="rq-lost")  # no timeout
             def held() -> None:
-                marker.write_text(str(os.getpid()))
+                marker.with_suffix(".part").write_text(str(os.getpid()))
+                marker.with_suffix(".part").replace(marker)
                 time.sleep(300)
 
             @w.do
@@ -235,7 +253,8 @@ def test_a_detached_weave_runs_on_the_worker(tmp_path: Path) -> None:
     out = tmp_path / "done"
 
     def done(result: WoveResult) -> None:
-        out.write_text(str(result.total))
+        out.with_suffix(".part").write_text(str(result.total))
+        out.with_suffix(".part").replace(out)
 
     with weave(background=True, env="rq-test", on_done=done, base=2) as w:
 
