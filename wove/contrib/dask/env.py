@@ -5,7 +5,8 @@ The caller's side. The environment owns one event loop thread with one asynchron
 loop or thread it runs on, shares one connection to the scheduler. A call is submitted
 there (its own key, ``pure=False``) and its Dask future awaited; the
 caller's coroutine awaits that through :func:`asyncio.wrap_future`. Calls handed over
-together (the items of a mapped task) are submitted in one message (``client.map``).
+together (the items of a mapped task) are submitted in one message (``client.map``), and
+the replies of calls finished together are fetched in one request per worker.
 Cancelling the call cancels the Dask future.
 """
 
@@ -110,6 +111,7 @@ class DaskEnv:
         self._connecting = asyncio.Lock()  # created here: bound to this loop on 3.11
         self._batch: list[_Submission] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._finished: list[tuple[Any, asyncio.Future[bytes]]] = []
         ready.set()
         loop.run_forever()
 
@@ -186,8 +188,17 @@ class DaskEnv:
             self._spawn(self._flush())
         try:
             future = await item.placed
-            reply: bytes = await future
-            return reply
+            await future._state.wait()  # done, here: nothing fetched yet
+            if future.status != "finished":
+                reply: bytes = await future  # raises its error (KilledWorker, cancelled)
+                return reply
+            # Fetched with the others finished by now, in one request per worker (a
+            # fetch each would cost a round trip each).
+            fetched: asyncio.Future[bytes] = loop.create_future()
+            self._finished.append((future, fetched))
+            if len(self._finished) == 1:
+                self._spawn(self._fetch())
+            return await fetched
         except asyncio.CancelledError:
             if item.future is not None:
                 self._spawn(self._cancelled(item.future, item.key))
@@ -228,6 +239,36 @@ class DaskEnv:
         for item, future in zip(batch, futures, strict=True):
             item.future = future
             item.placed.set_result(future)
+
+    async def _fetch(self) -> None:
+        """Hand over the replies of the calls finished so far, fetched together."""
+        await asyncio.sleep(0)  # let the calls finishing at the same moment join
+        batch, self._finished = self._finished, []
+        batch = [(future, fetched) for future, fetched in batch if not fetched.done()]
+        if not batch:
+            return
+        client = await self._connected()
+        try:
+            replies = await client.gather(  # type: ignore[no-untyped-call]
+                [future for future, _ in batch]
+            )
+        except Exception:  # one of them is gone (released, lost): each on its own
+            for future, fetched in batch:
+                self._spawn(self._fetch_one(future, fetched))
+            return
+        for (_, fetched), reply in zip(batch, replies, strict=True):
+            if not fetched.done():
+                fetched.set_result(reply)
+
+    async def _fetch_one(self, future: Any, fetched: asyncio.Future[bytes]) -> None:
+        try:
+            reply: bytes = await future
+        except BaseException as error:
+            if not fetched.done():
+                fetched.set_exception(error)
+            return
+        if not fetched.done():
+            fetched.set_result(reply)
 
     async def _cancelled(self, future: Any, key: str) -> None:
         try:

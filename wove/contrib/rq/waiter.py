@@ -66,13 +66,21 @@ class Waiter:
 
     def _serve(self) -> None:
         checked = time.monotonic()
+        failing = False  # Redis unreachable: said once per outage, not at every poll
         while True:
             try:
                 popped = self.redis.blpop([self.key], timeout=POLL)
-            except Exception:
-                logger.warning("wove: could not read RQ replies from %s", self.key, exc_info=True)
+            except Exception as error:
+                with self._lock:
+                    if not self._pending:  # nobody waits: end, as when idle
+                        self._started = False
+                        return
+                if not failing:
+                    logger.warning("wove: could not read RQ replies from %s: %s", self.key, error)
+                failing = True
                 time.sleep(POLL)
                 continue
+            failing = False
             if popped is not None:
                 self._hand(popped[1])
             else:
