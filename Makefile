@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml requirements/dev.txt $(shell find wove -name '*.py' -o 
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet --force-reinstall --no-deps .
-	$(PY) -m pip install --quiet ".[spawn,django,starlette,celery,opentelemetry]" \
+	$(PY) -m pip install --quiet ".[spawn,django,starlette,celery,process,rq,dask,opentelemetry]" \
 		-r requirements/dev.txt "$(DJANGO_LTS)"
 	touch $(STAMP)
 
@@ -39,7 +39,7 @@ $(STAMP313): pyproject.toml requirements/dev.txt $(shell find wove -name '*.py' 
 	test -x $(VENV313)/bin/python || "$(PYTHON313)" -m venv $(VENV313)
 	$(VENV313)/bin/python -m pip install --quiet --upgrade pip
 	$(VENV313)/bin/python -m pip install --quiet --force-reinstall --no-deps .
-	$(VENV313)/bin/python -m pip install --quiet ".[spawn,django,starlette,celery,opentelemetry]" \
+	$(VENV313)/bin/python -m pip install --quiet ".[spawn,django,starlette,celery,process,rq,dask,opentelemetry]" \
 		-r requirements/dev.txt "$(DJANGO_NEWEST)"
 	touch $(STAMP313)
 

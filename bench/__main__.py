@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import blocks, celery, chains, django, latency, mapping, memory, otel
+from . import blocks, celery, chains, dask, django, latency, mapping, memory, otel, process, rq
 from .harness import MIN_RUNS, Row, Skipped, Workload
 
 WORKLOADS: list[Workload] = [
@@ -28,6 +28,9 @@ WORKLOADS: list[Workload] = [
     *memory.WORKLOADS,
     *django.WORKLOADS,
     *celery.WORKLOADS,
+    *process.WORKLOADS,
+    *rq.WORKLOADS,
+    *dask.WORKLOADS,
     *otel.WORKLOADS,
 ]
 HEADERS = ("workload", "wove", "baseline", "ratio", "target", "met?")

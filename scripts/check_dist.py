@@ -8,8 +8,9 @@
    metadata has the version of wove/__init__.py, the SPDX license expression and only
    valid trove classifiers.
 3. ``twine check --strict`` on both.
-4. For each user extra (none, spawn, django, starlette, celery, opentelemetry), a fresh
-   venv gets the wheel with that extra, and imports wove and the matching module there.
+4. For each user extra (none, spawn, django, starlette, celery, process, rq, dask,
+   opentelemetry), a fresh venv gets the wheel with that extra, and imports wove and the
+   matching module there.
 
 Run with the project's venv (requirements/dev.txt has build, twine and
 trove-classifiers). Exits non-zero, saying why, at the first check that fails.
@@ -86,6 +87,35 @@ Starlette(middleware=[Middleware(wove.contrib.starlette.WoveMiddleware)])
 import wove.contrib.celery
 import cloudpickle
 """,
+    # A real call in a worker process: the pool's child imports the installed wove.
+    "process": """
+import os
+from wove.contrib.process import ProcessEnv
+pool = ProcessEnv(workers=1)
+remove = wove.register_env("process", pool)
+factor = 3
+with weave(x=2) as w:
+    @w.do(env="process")
+    def remote(x):
+        import os
+        return x * factor, os.getpid()
+assert w.result.remote[0] == 6 and w.result.remote[1] != os.getpid(), w.result.remote
+pool.close()
+remove()
+""",
+    # Imports, and an environment built (no Redis is contacted until a call is made).
+    "rq": """
+import wove.contrib.rq.worker
+from wove.contrib.rq import RQEnv
+RQEnv("redis://127.0.0.1:6379/0", keys=["k" * 40])
+import cloudpickle
+""",
+    # Imports, and an environment built (the scheduler is contacted on the first call).
+    "dask": """
+from wove.contrib.dask import DaskEnv
+DaskEnv("tcp://127.0.0.1:8786")
+import distributed, cloudpickle
+""",
     # Only opentelemetry-api: the instrumentor works without opentelemetry-instrumentation,
     # and is the entry point `opentelemetry-instrument` finds.
     "opentelemetry": """
@@ -117,6 +147,9 @@ MODULES = {
     "django": "wove.contrib.django (+ django.setup(), check)",
     "starlette": "wove.contrib.starlette",
     "celery": "wove.contrib.celery",
+    "process": "wove.contrib.process (+ one call in a worker process)",
+    "rq": "wove.contrib.rq",
+    "dask": "wove.contrib.dask",
     "opentelemetry": "wove.contrib.opentelemetry (+ its entry point)",
 }
 

@@ -173,6 +173,10 @@ REFERENCE = {
     "wove.contrib.django": "reference/contrib-django.md",
     "wove.contrib.starlette": "reference/contrib-starlette.md",
     "wove.contrib.celery": "reference/contrib-celery.md",
+    "wove.contrib.dask": "reference/contrib-dask.md",
+    "wove.contrib.process": "reference/contrib-process.md",
+    "wove.contrib.remote": "reference/contrib-remote.md",
+    "wove.contrib.rq": "reference/contrib-rq.md",
     "wove.contrib.opentelemetry": "reference/contrib-opentelemetry.md",
     "wove.contrib.traces": "reference/contrib-traces.md",
 }

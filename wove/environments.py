@@ -55,13 +55,19 @@ class DetachedWeave:
 
 @runtime_checkable
 class RemoteEnv(Protocol):
-    """What a remote environment implements (``wove.contrib.celery.CeleryEnv`` does)."""
+    """What a remote environment implements (``wove.contrib.celery.CeleryEnv`` and
+    ``wove.contrib.process.ProcessEnv`` do); the contract every environment keeps
+    (payloads, results and errors, cancellation, liveness, tracing) is in
+    docs/environments.md."""
 
     async def run(self, call: RemoteCall) -> Any:
-        """Run ``call`` remotely and return its value, or raise its exception.
+        """Run ``call`` remotely and return its value, or raise its own exception; an
+        engine failure raises a :class:`~wove.RemoteTaskError` subclass that says whether
+        the function may have started. Never block the loop it is awaited on.
 
-        Cancelling the awaiting coroutine must stop the call remotely if it has not
-        finished (revoke it)."""
+        Cancelling the awaiting coroutine must drop the call if it is still queued and
+        stop it if it runs (when the engine can); a lost worker must fail the call with
+        :class:`~wove.RemoteWorkerLost` in bounded time."""
         ...
 
     def detach(self, weave: DetachedWeave) -> str:

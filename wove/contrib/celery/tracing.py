@@ -12,51 +12,27 @@
 
 from __future__ import annotations
 
-import logging
 import os
-import sys
 from collections.abc import Callable, Mapping
 from functools import lru_cache
-from types import TracebackType
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
-from .envelope import trace_problem
+from wove.contrib.remote import tracing
+from wove.contrib.remote.tracing import NO_SPAN, TaskSpan, trace_context, weave_context
 
-logger: Final = logging.getLogger("wove")
+__all__ = [
+    "CELERY_TASK_ID",
+    "NO_SPAN",
+    "TaskSpan",
+    "call_name",
+    "task_span",
+    "trace_context",
+    "weave_context",
+    "weave_name",
+]
 
-#: The keys kept when a trace context is over the envelope's limits (a huge baggage).
-_ESSENTIAL: Final = ("traceparent", "tracestate")
-
-
-class TaskSpan(Protocol):
-    """What :func:`task_span` returns: a context manager with ``failed(error)``."""
-
-    def __enter__(self) -> TaskSpan: ...
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None: ...
-
-    def failed(self, error: BaseException) -> None: ...
-
-
-class _NoSpan:
-    __slots__ = ()
-
-    def __enter__(self) -> _NoSpan:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        return None
-
-    def failed(self, error: BaseException) -> None:
-        return None
-
-
-NO_SPAN: Final = _NoSpan()
+#: The attribute of the worker's span that holds the Celery task id.
+CELERY_TASK_ID: Final = "celery.task_id"
 
 
 def call_name(function: Callable[..., Any], task: str) -> str:
@@ -88,49 +64,7 @@ def weave_name(origin: str) -> str:
     return f"wove:weave {os.path.basename(path.replace(chr(92), '/'))}:{line}"
 
 
-def trace_context() -> dict[str, str] | None:
-    """The trace context current here (the caller's remote attempt span), to carry in
-    the envelope; None without OpenTelemetry, or when no span is current."""
-    if "opentelemetry.trace" not in sys.modules:  # never imported: nothing is current
-        return None
-    try:
-        from wove.contrib.opentelemetry.remote import current_carrier
-
-        carrier = current_carrier()
-    except Exception:  # tracing never stops a call
-        logger.debug("wove: no trace context for a remote call", exc_info=True)
-        return None
-    if not carrier:
-        return None
-    if trace_problem(carrier) is not None:
-        carrier = {key: carrier[key] for key in _ESSENTIAL if key in carrier}
-        if trace_problem(carrier) is not None:
-            return None
-    return carrier
-
-
 def task_span(task: str, carrier: Mapping[str, str] | None, origin: str, task_id: str) -> TaskSpan:
-    """The worker's span of a call, a child of the caller's (``carrier``); a no-op
-    without a carrier or without OpenTelemetry."""
-    if not carrier:
-        return NO_SPAN
-    try:
-        from wove.contrib.opentelemetry.remote import RemoteSpan
-
-        return RemoteSpan(task, carrier, origin=origin, task_id=task_id)
-    except Exception:  # opentelemetry missing here (ImportError), or it failed
-        logger.debug("wove: no span for Celery task %s", task_id, exc_info=True)
-        return NO_SPAN
-
-
-def weave_context(carrier: Mapping[str, str] | None, task_id: str) -> TaskSpan:
-    """The caller's context, current while a detached weave runs on the worker."""
-    if not carrier:
-        return NO_SPAN
-    try:
-        from wove.contrib.opentelemetry.remote import RemoteContext
-
-        return RemoteContext(carrier)
-    except Exception:
-        logger.debug("wove: no trace context for Celery task %s", task_id, exc_info=True)
-        return NO_SPAN
+    """The worker's span of Celery task ``task_id`` (see
+    :func:`wove.contrib.remote.tracing.task_span`)."""
+    return tracing.task_span(task, carrier, origin, task_id, CELERY_TASK_ID)

@@ -31,7 +31,8 @@ from wove import __version__
 
 from .spans import ATTEMPT, ITEM_INDEX, LANE, TASK, WEAVE, _record_error, remote_attempt
 
-#: The attribute with the Celery task id of the worker's span.
+#: The attribute with the Celery task id of the worker's span (the default
+#: ``id_attribute``; other environments name their own, e.g. ``rq.job_id``).
 CELERY_TASK_ID: Final = "celery.task_id"
 #: Keys of the carrier beside the propagators' own.
 ATTEMPT_KEY: Final = "wove-attempt"
@@ -95,7 +96,8 @@ class RemoteSpan:
     processing of a message), a child of the context in ``carrier``, current inside the
     block. Its attributes: ``wove.task``, ``wove.lane`` (``"remote"``), ``wove.weave``
     (``origin``), ``wove.attempt`` and ``wove.item_index`` (from the carrier, when the
-    caller instruments Wove) and ``celery.task_id``.
+    caller instruments Wove) and the engine's id of the call, ``task_id``, under
+    ``id_attribute`` (``celery.task_id`` unless the environment names its own).
 
     ``span.failed(error)`` records the task's error (status ``ERROR`` and an exception
     event) when the block handles it; an exception leaving the block is recorded too.
@@ -115,6 +117,7 @@ class RemoteSpan:
         *,
         origin: str | None = None,
         task_id: str | None = None,
+        id_attribute: str = CELERY_TASK_ID,
     ) -> None:
         parent: Context | None = None
         if carrier:
@@ -132,7 +135,7 @@ class RemoteSpan:
             if index is not None:
                 attributes[ITEM_INDEX] = index
         if task_id is not None:
-            attributes[CELERY_TASK_ID] = task_id
+            attributes[id_attribute] = task_id
         self.span: Span = _tracer().start_span(
             task, context=parent, kind=SpanKind.CONSUMER, attributes=attributes
         )
