@@ -25,7 +25,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 
 import wove
-from wove import TaskTimeout, weave
+from wove import RemoteNeverRan, TaskTimeout, weave
 from wove.contrib.django import detach
 
 from .lookups import (
@@ -230,11 +230,15 @@ def author_royalties(request: HttpRequest, slug: str) -> HttpResponse:
             f"No Celery worker answered within {settings.DEMO_REMOTE_TIMEOUT:g} s",
             "in another terminal, run",
         )
-    except _broker_errors() as error:
+    except RemoteNeverRan as error:
+        # The call was never sent: Wove says so, with the broker's own error as the cause.
+        if not isinstance(error.__cause__, _broker_errors()):
+            raise
         return _royalties_unavailable(
             request,
             slug,
-            f"Celery's broker, {_broker_url()}, cannot be reached ({type(error).__name__})",
+            f"Celery's broker, {_broker_url()}, cannot be reached "
+            f"({type(error.__cause__).__name__})",
             "in another terminal, run",
         )
     context = {
@@ -257,7 +261,8 @@ def _broker_url() -> str:
 
 
 def _broker_errors() -> tuple[type[BaseException], ...]:
-    """What sending to an unreachable Redis raises (only asked once Celery is in use)."""
+    """What sending to an unreachable Redis raises (only asked once Celery is in use): the
+    cause of the RemoteNeverRan that says the call was never sent."""
     from kombu.exceptions import OperationalError
     from redis.exceptions import ConnectionError as RedisConnectionError
 
