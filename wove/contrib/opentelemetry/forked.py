@@ -34,7 +34,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.util.types import AttributeValue
 
 from wove.contrib.traces.forked import follow_forks, fork_reports, send
-from wove.lowlevel import ChildMode, add_instrument, follow_detached, logger
+from wove.lowlevel import ChildMode, follow_detached, logger
 
 from . import spans
 from .spans import ATTEMPT, CANCELLED, ITEM_INDEX, LANE, TASK, WEAVE, _annotation_attributes
@@ -284,16 +284,16 @@ class ReportingChild:
     fork=...)``, writes down its runs and attempts as a :class:`ChildSpans` and sends
     them to the parent when its work (the weave and ``on_done``) is over."""
 
-    def __init__(self, address: str, report_id: str, spawned: bool) -> None:
+    def __init__(self, address: str, report_id: str) -> None:
         self.address = address
         self.report_id = report_id
-        self.spawned = spawned
 
     def __call__(self, body: Callable[[], int]) -> int:
         recorded = ChildSpans()
-        # A spawned child is a new interpreter, where Wove is not instrumented: an
-        # instrument that only writes down (its tracer is never used there).
-        remove = add_instrument(spans.SpanInstrument(trace.NoOpTracer())) if self.spawned else None
+        # A spawned child is a new interpreter, and a fork server's child a copy of a
+        # process forked before Wove was perhaps instrumented: where no span instrument
+        # runs, one that only writes down (its tracer is never used here).
+        remove = None if spans.registered() else spans.register(trace.NoOpTracer())
         try:
             with recorded:
                 return body()
@@ -322,7 +322,7 @@ class DetachedWeaves:
         address = fork_reports().expect_report(
             report_id, functools.partial(self._received, captured)
         )
-        return ReportingChild(address, report_id, spawned=mode == "spawn")
+        return ReportingChild(address, report_id)
 
     def _received(self, captured: Context, report: dict[str, Any] | None) -> None:
         if report is not None:  # None: the child never reported (killed, or too late)

@@ -1,0 +1,163 @@
+"""``weave(background=True, fork=True)`` under the OpenTelemetry instrumentation while a
+fork server runs: the server forks the child, yet the child's spans still come back to
+the process that detached it, under the span current where the block ended.
+
+The fork server must start while its process has one thread, which the pytest process
+no longer has: the scenario runs in a script of its own. Every process it starts (the
+script, the server, the detached child) is killed by pid at teardown.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="reads /proc to kill only its own processes"
+)
+
+# argv[1]: a directory of the test's, which names every process forked from the script
+# (they keep its command line) and receives their pids as soon as they are known.
+# argv[2]: "server-first" starts the fork server before Wove is instrumented (its
+# children are not), "instrumented-first" after (its children inherit the instrument).
+SCRIPT = """
+import json, os, sys, time
+from pathlib import Path
+
+import wove
+from wove import weave
+
+out, order = Path(sys.argv[1]), sys.argv[2]
+
+
+def start_server():  # while this process has one thread
+    server = wove.start_fork_server()
+    (out / "server.pid").write_text(str(server))
+    return server
+
+
+if order == "server-first":
+    server = start_server()
+
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from wove.contrib.opentelemetry import WoveInstrumentor
+
+memory = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(memory))
+WoveInstrumentor().instrument(tracer_provider=provider)
+tracer = provider.get_tracer("shop")
+if order == "instrumented-first":
+    server = start_server()
+
+
+def stock():
+    return 3
+
+
+def doubled(stock):
+    return stock * 2
+
+
+with tracer.start_as_current_span("plan restock"), weave(background=True, fork=True) as w:
+    w.do(stock)
+    w.do(doubled)
+(out / "child.pid").write_text(str(w.pid))
+
+deadline = time.monotonic() + 30
+while len(memory.get_finished_spans()) < 4 and time.monotonic() < deadline:
+    time.sleep(0.02)
+
+
+def described(span):
+    parent = span.parent
+    return {
+        "name": span.name,
+        "trace": span.context.trace_id,
+        "id": span.context.span_id,
+        "parent": None if parent is None else parent.span_id,
+        "pid": (span.attributes or {}).get("wove.pid"),
+    }
+
+
+spans = [described(span) for span in memory.get_finished_spans()]
+print(json.dumps({"parent": os.getpid(), "server": server, "child": w.pid, "spans": spans}))
+wove.stop_fork_server()
+"""
+
+
+@pytest.fixture
+def started(tmp_path: Path) -> Iterator[list[subprocess.Popen[str]]]:
+    """The script's process; at teardown it, the server and the child it detached are
+    killed by pid (a pid is only killed while its command line still names this test's
+    directory, so a reused one is left alone)."""
+    scripts: list[subprocess.Popen[str]] = []
+    yield scripts
+    for script in scripts:
+        if script.poll() is None:
+            script.kill()
+        script.communicate()
+    for name in ("child.pid", "server.pid"):
+        path = tmp_path / name
+        if not path.exists():
+            continue
+        pid = int(path.read_text())
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue  # gone
+        if str(tmp_path).encode() in cmdline:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("order", ["server-first", "instrumented-first"])
+def test_a_weave_forked_by_the_fork_server_sends_its_spans_back(
+    order: str, tmp_path: Path, started: list[subprocess.Popen[str]]
+) -> None:
+    script = tmp_path / "through_the_server.py"
+    script.write_text(SCRIPT, encoding="utf-8")
+    run = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path), order],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    started.append(run)
+    stdout, stderr = run.communicate(timeout=50)
+    assert run.returncode == 0, stderr
+    report: dict[str, Any] = json.loads(stdout)
+    spans = {span["name"]: span for span in report["spans"]}
+    weave_names = [name for name in spans if name.startswith("weave ")]
+    # Each once: a child that inherited the instrument records each run once too.
+    names = [span["name"] for span in report["spans"]]
+    assert len(names) == 4, f"the child's spans did not come back once each: {names}"
+    assert len(weave_names) == 1, names
+    assert set(spans) - set(weave_names) == {"plan restock", "stock", "doubled"}
+    planned = spans["plan restock"]
+    (weave_name,) = weave_names
+    run_span = spans[weave_name]
+    assert weave_name.startswith("weave through_the_server.py:")
+    # One trace: the weave under the span current where the block ended, its tasks
+    # under the weave.
+    assert {span["trace"] for span in spans.values()} == {planned["trace"]}
+    assert run_span["parent"] == planned["id"]
+    assert spans["stock"]["parent"] == run_span["id"]
+    assert spans["doubled"]["parent"] == run_span["id"]
+    # Run by a child the server forked: neither this process nor the server.
+    assert run_span["pid"] == report["child"]
+    assert report["child"] not in (report["parent"], report["server"])
