@@ -28,6 +28,8 @@ pytestmark = pytest.mark.skipif(
 # (they keep its command line) and receives their pids as soon as they are known.
 # argv[2]: "server-first" starts the fork server before Wove is instrumented (its
 # children are not), "instrumented-first" after (its children inherit the instrument).
+# argv[3]: "weave" detaches a weave(background=True, fork=True) of two tasks; "detach"
+# a Starlette endpoint's detach(mode="fork") of a Weave class with the same two.
 SCRIPT = """
 import json, os, sys, time
 from pathlib import Path
@@ -69,10 +71,45 @@ def doubled(stock):
     return stock * 2
 
 
-with tracer.start_as_current_span("plan restock"), weave(background=True, fork=True) as w:
-    w.do(stock)
-    w.do(doubled)
-(out / "child.pid").write_text(str(w.pid))
+if sys.argv[3] == "weave":
+    with tracer.start_as_current_span("plan restock"), weave(background=True, fork=True) as w:
+        w.do(stock)
+        w.do(doubled)
+    child = w.pid
+else:  # a Starlette endpoint's detach(mode="fork")
+    import asyncio
+
+    import httpx
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+    from wove.contrib.starlette import WoveMiddleware, detach
+
+    class Restock(wove.Weave):
+        @wove.Weave.do
+        def stock(self):
+            return 3
+
+        @wove.Weave.do
+        def doubled(self, stock):
+            return stock * 2
+
+    async def restock(request):
+        with tracer.start_as_current_span("plan restock"):
+            detach(Restock, mode="fork")
+        return PlainTextResponse("queued")
+
+    app = Starlette(routes=[Route("/restock", restock)], middleware=[Middleware(WoveMiddleware)])
+
+    async def main():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            assert (await client.get("/restock")).text == "queued"
+
+    asyncio.run(main())
+    child = None  # detach() does not say; the weave span's wove.pid does
+(out / "child.pid").write_text(str(child))
 
 deadline = time.monotonic() + 30
 while len(memory.get_finished_spans()) < 4 and time.monotonic() < deadline:
@@ -91,7 +128,7 @@ def described(span):
 
 
 spans = [described(span) for span in memory.get_finished_spans()]
-print(json.dumps({"parent": os.getpid(), "server": server, "child": w.pid, "spans": spans}))
+print(json.dumps({"parent": os.getpid(), "server": server, "child": child, "spans": spans}))
 wove.stop_fork_server()
 """
 
@@ -107,9 +144,9 @@ def started(tmp_path: Path) -> Iterator[list[subprocess.Popen[str]]]:
         if script.poll() is None:
             script.kill()
         script.communicate()
-    for name in ("child.pid", "server.pid"):
-        path = tmp_path / name
-        if not path.exists():
+    pids = [tmp_path / name for name in ("child.pid", "server.pid", "span.pid")]
+    for path in pids:
+        if not path.exists() or not path.read_text().isdigit():
             continue
         pid = int(path.read_text())
         try:
@@ -124,14 +161,15 @@ def started(tmp_path: Path) -> Iterator[list[subprocess.Popen[str]]]:
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("scenario", ["weave", "detach"])
 @pytest.mark.parametrize("order", ["server-first", "instrumented-first"])
-def test_a_weave_forked_by_the_fork_server_sends_its_spans_back(
-    order: str, tmp_path: Path, started: list[subprocess.Popen[str]]
+def test_work_forked_by_the_fork_server_sends_its_spans_back(
+    order: str, scenario: str, tmp_path: Path, started: list[subprocess.Popen[str]]
 ) -> None:
     script = tmp_path / "through_the_server.py"
     script.write_text(SCRIPT, encoding="utf-8")
     run = subprocess.Popen(
-        [sys.executable, str(script), str(tmp_path), order],
+        [sys.executable, str(script), str(tmp_path), order, scenario],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -141,6 +179,9 @@ def test_a_weave_forked_by_the_fork_server_sends_its_spans_back(
     stdout, stderr = run.communicate(timeout=50)
     assert run.returncode == 0, stderr
     report: dict[str, Any] = json.loads(stdout)
+    for span in report["spans"]:
+        if span["pid"] is not None:  # the child's, for the teardown
+            (tmp_path / "span.pid").write_text(str(span["pid"]))
     spans = {span["name"]: span for span in report["spans"]}
     weave_names = [name for name in spans if name.startswith("weave ")]
     # Each once: a child that inherited the instrument records each run once too.
@@ -152,6 +193,8 @@ def test_a_weave_forked_by_the_fork_server_sends_its_spans_back(
     (weave_name,) = weave_names
     run_span = spans[weave_name]
     assert weave_name.startswith("weave through_the_server.py:")
+    if scenario == "weave":  # detach() does not give the pid; the span does
+        assert run_span["pid"] == report["child"]
     # One trace: the weave under the span current where the block ended, its tasks
     # under the weave.
     assert {span["trace"] for span in spans.values()} == {planned["trace"]}
@@ -159,5 +202,5 @@ def test_a_weave_forked_by_the_fork_server_sends_its_spans_back(
     assert spans["stock"]["parent"] == run_span["id"]
     assert spans["doubled"]["parent"] == run_span["id"]
     # Run by a child the server forked: neither this process nor the server.
-    assert run_span["pid"] == report["child"]
-    assert report["child"] not in (report["parent"], report["server"])
+    assert isinstance(run_span["pid"], int)
+    assert run_span["pid"] not in (report["parent"], report["server"])

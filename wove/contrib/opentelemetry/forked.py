@@ -73,22 +73,29 @@ def _error_fields(error: BaseException) -> dict[str, Any]:
 
 
 class ChildSpans:
-    """The child's runs and attempts, as data (made in the parent before the fork, filled
-    in the child); also the scope (:class:`wove.contrib.traces.forked.ChildScope`) that
-    makes it current in the context the child inherits."""
+    """The child's runs and attempts, as data (made in the parent before the fork, or
+    sent pickled to a spawned child or a fork server's, and filled in the child); also
+    the scope (:class:`wove.contrib.traces.forked.ChildScope`) that makes it current in
+    the context the child runs in."""
 
-    __slots__ = ("_ids", "_token", "entries")
+    __slots__ = ("_ids", "_remove", "_token", "entries")
 
     def __init__(self) -> None:
         self.entries: list[dict[str, Any]] = []
         self._ids = itertools.count()
         self._token: Token[ChildSpans | None] | None = None
+        self._remove: Callable[[], None] | None = None
 
     def __reduce__(self) -> tuple[type[ChildSpans], tuple[()]]:
-        """Pickled (a spawned child, which this does not follow): a new, empty one."""
+        """Pickled (sent to a spawned child or a fork server's): a new, empty one."""
         return ChildSpans, ()
 
     def __enter__(self) -> ChildSpans:
+        # Entered in a spawned child (a new interpreter) or in a fork server's (a copy of
+        # a process forked perhaps before Wove was instrumented), no span instrument may
+        # run yet: then one that only writes down (its tracer is never used).
+        if not spans.registered():
+            self._remove = spans.register(trace.NoOpTracer())
         self._token = spans.forked_child.set(self)
         return self
 
@@ -101,6 +108,9 @@ class ChildSpans:
         if self._token is not None:
             spans.forked_child.reset(self._token)
             self._token = None
+        if self._remove is not None:
+            self._remove()
+            self._remove = None
 
     def report(self) -> dict[str, Any]:
         """In the child, its work done: the spans to make, for the parent."""
@@ -290,16 +300,10 @@ class ReportingChild:
 
     def __call__(self, body: Callable[[], int]) -> int:
         recorded = ChildSpans()
-        # A spawned child is a new interpreter, and a fork server's child a copy of a
-        # process forked before Wove was perhaps instrumented: where no span instrument
-        # runs, one that only writes down (its tracer is never used here).
-        remove = None if spans.registered() else spans.register(trace.NoOpTracer())
         try:
             with recorded:
                 return body()
         finally:
-            if remove is not None:
-                remove()
             try:
                 send(self.address, {"id": self.report_id, KEY: recorded.report()})
             except Exception:
