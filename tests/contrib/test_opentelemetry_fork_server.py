@@ -25,25 +25,22 @@ pytestmark = pytest.mark.skipif(
 )
 
 # argv[1]: a directory of the test's, which names every process forked from the script
-# (they keep its command line) and receives their pids as soon as they are known.
+# (they keep its command line): what the teardown kills.
 # argv[2]: "server-first" starts the fork server before Wove is instrumented (its
 # children are not), "instrumented-first" after (its children inherit the instrument).
 # argv[3]: "weave" detaches a weave(background=True, fork=True) of two tasks; "detach"
 # a Starlette endpoint's detach(mode="fork") of a Weave class with the same two.
 SCRIPT = """
 import json, os, sys, time
-from pathlib import Path
 
 import wove
 from wove import weave
 
-out, order = Path(sys.argv[1]), sys.argv[2]
+order = sys.argv[2]
 
 
 def start_server():  # while this process has one thread
-    server = wove.start_fork_server()
-    (out / "server.pid").write_text(str(server))
-    return server
+    return wove.start_fork_server()
 
 
 if order == "server-first":
@@ -109,7 +106,6 @@ else:  # a Starlette endpoint's detach(mode="fork")
 
     asyncio.run(main())
     child = None  # detach() does not say; the weave span's wove.pid does
-(out / "child.pid").write_text(str(child))
 
 deadline = time.monotonic() + 30
 while len(memory.get_finished_spans()) < 4 and time.monotonic() < deadline:
@@ -133,31 +129,38 @@ wove.stop_fork_server()
 """
 
 
+def _ours(tmp_path: Path) -> list[int]:
+    """The processes whose command line names ``tmp_path``: the script, and the server
+    and the children forked from it (a forked process keeps its parent's command line),
+    whether or not the script got to say their pids."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue  # gone
+        if str(tmp_path).encode() in cmdline:
+            found.append(int(entry))
+    return found
+
+
 @pytest.fixture
 def started(tmp_path: Path) -> Iterator[list[subprocess.Popen[str]]]:
     """The script's process; at teardown it, the server and the child it detached are
-    killed by pid (a pid is only killed while its command line still names this test's
-    directory, so a reused one is left alone)."""
+    killed by pid."""
     scripts: list[subprocess.Popen[str]] = []
     yield scripts
     for script in scripts:
         if script.poll() is None:
             script.kill()
         script.communicate()
-    pids = [tmp_path / name for name in ("child.pid", "server.pid", "span.pid")]
-    for path in pids:
-        if not path.exists() or not path.read_text().isdigit():
-            continue
-        pid = int(path.read_text())
+    for pid in _ours(tmp_path):
         try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-        except OSError:
-            continue  # gone
-        if str(tmp_path).encode() in cmdline:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 @pytest.mark.timeout(60)
@@ -179,9 +182,6 @@ def test_work_forked_by_the_fork_server_sends_its_spans_back(
     stdout, stderr = run.communicate(timeout=50)
     assert run.returncode == 0, stderr
     report: dict[str, Any] = json.loads(stdout)
-    for span in report["spans"]:
-        if span["pid"] is not None:  # the child's, for the teardown
-            (tmp_path / "span.pid").write_text(str(span["pid"]))
     spans = {span["name"]: span for span in report["spans"]}
     weave_names = [name for name in spans if name.startswith("weave ")]
     # Each once: a child that inherited the instrument records each run once too.
