@@ -20,11 +20,9 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry import trace
 
 from wove import __version__
-from wove.lowlevel import add_instrument
 
-from . import forked, remote
+from . import forked, remote, spans
 from .remote import RemoteSpan
-from .spans import SpanInstrument
 
 if TYPE_CHECKING:
     from .base import MinimalInstrumentor as _Base
@@ -72,7 +70,7 @@ class WoveInstrumentor(_Base):
         tracer = trace.get_tracer(
             __name__, __version__, tracer_provider=kwargs.get("tracer_provider")
         )
-        self._remove = add_instrument(SpanInstrument(tracer))
+        self._remove = spans.register(tracer)
         self._unfollow = forked.follow(tracer)  # detach(mode="fork"): spans made here
         remote.use_tracer(tracer)  # a remote task's span on this process, as a worker
 

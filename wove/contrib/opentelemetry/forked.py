@@ -34,7 +34,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.util.types import AttributeValue
 
 from wove.contrib.traces.forked import follow_forks, fork_reports, send
-from wove.lowlevel import ChildMode, add_instrument, follow_detached, logger
+from wove.lowlevel import ChildMode, follow_detached, logger
 
 from . import spans
 from .spans import ATTEMPT, CANCELLED, ITEM_INDEX, LANE, TASK, WEAVE, _annotation_attributes
@@ -73,22 +73,29 @@ def _error_fields(error: BaseException) -> dict[str, Any]:
 
 
 class ChildSpans:
-    """The child's runs and attempts, as data (made in the parent before the fork, filled
-    in the child); also the scope (:class:`wove.contrib.traces.forked.ChildScope`) that
-    makes it current in the context the child inherits."""
+    """The child's runs and attempts, as data (made in the parent before the fork, or
+    sent pickled to a spawned child or a fork server's, and filled in the child); also
+    the scope (:class:`wove.contrib.traces.forked.ChildScope`) that makes it current in
+    the context the child runs in."""
 
-    __slots__ = ("_ids", "_token", "entries")
+    __slots__ = ("_ids", "_remove", "_token", "entries")
 
     def __init__(self) -> None:
         self.entries: list[dict[str, Any]] = []
         self._ids = itertools.count()
         self._token: Token[ChildSpans | None] | None = None
+        self._remove: Callable[[], None] | None = None
 
     def __reduce__(self) -> tuple[type[ChildSpans], tuple[()]]:
-        """Pickled (a spawned child, which this does not follow): a new, empty one."""
+        """Pickled (sent to a spawned child or a fork server's): a new, empty one."""
         return ChildSpans, ()
 
     def __enter__(self) -> ChildSpans:
+        # Entered in a spawned child (a new interpreter) or in a fork server's (a copy of
+        # a process forked perhaps before Wove was instrumented), no span instrument may
+        # run yet: then one that only writes down (its tracer is never used).
+        if not spans.registered():
+            self._remove = spans.register(trace.NoOpTracer())
         self._token = spans.forked_child.set(self)
         return self
 
@@ -101,6 +108,9 @@ class ChildSpans:
         if self._token is not None:
             spans.forked_child.reset(self._token)
             self._token = None
+        if self._remove is not None:
+            self._remove()
+            self._remove = None
 
     def report(self) -> dict[str, Any]:
         """In the child, its work done: the spans to make, for the parent."""
@@ -284,22 +294,16 @@ class ReportingChild:
     fork=...)``, writes down its runs and attempts as a :class:`ChildSpans` and sends
     them to the parent when its work (the weave and ``on_done``) is over."""
 
-    def __init__(self, address: str, report_id: str, spawned: bool) -> None:
+    def __init__(self, address: str, report_id: str) -> None:
         self.address = address
         self.report_id = report_id
-        self.spawned = spawned
 
     def __call__(self, body: Callable[[], int]) -> int:
         recorded = ChildSpans()
-        # A spawned child is a new interpreter, where Wove is not instrumented: an
-        # instrument that only writes down (its tracer is never used there).
-        remove = add_instrument(spans.SpanInstrument(trace.NoOpTracer())) if self.spawned else None
         try:
             with recorded:
                 return body()
         finally:
-            if remove is not None:
-                remove()
             try:
                 send(self.address, {"id": self.report_id, KEY: recorded.report()})
             except Exception:
@@ -322,7 +326,7 @@ class DetachedWeaves:
         address = fork_reports().expect_report(
             report_id, functools.partial(self._received, captured)
         )
-        return ReportingChild(address, report_id, spawned=mode == "spawn")
+        return ReportingChild(address, report_id)
 
     def _received(self, captured: Context, report: dict[str, Any] | None) -> None:
         if report is not None:  # None: the child never reported (killed, or too late)

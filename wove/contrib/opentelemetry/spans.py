@@ -10,7 +10,7 @@ client's, a database driver's) under the attempt's, on whichever lane it runs.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar, Token
 from functools import lru_cache
 from types import MappingProxyType
@@ -21,6 +21,8 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.util.types import AttributeValue
+
+from wove.lowlevel import add_instrument
 
 if TYPE_CHECKING:
     from .forked import ChildSpans, ChildWeave
@@ -94,6 +96,32 @@ def _annotation_attributes(extra: Mapping[str, object]) -> dict[str, AttributeVa
         if isinstance(value, bool | int | float | str):
             attributes[name] = value
     return attributes
+
+
+# The span instruments registered in this process. A process forked from an instrumented
+# one inherits them: a child of a fork server started after ``instrument()`` records
+# with those, and must not register a second one (each would write every run down).
+_registered: list[SpanInstrument] = []
+
+
+def register(tracer: Tracer) -> Callable[[], None]:
+    """Register a :class:`SpanInstrument` of ``tracer`` (``wove.lowlevel.add_instrument``);
+    returns the remover."""
+    instrument = SpanInstrument(tracer)
+    remove = add_instrument(instrument)
+    _registered.append(instrument)
+
+    def removed() -> None:
+        remove()
+        if instrument in _registered:
+            _registered.remove(instrument)
+
+    return removed
+
+
+def registered() -> bool:
+    """Whether a :class:`SpanInstrument` observes this process's weave runs."""
+    return bool(_registered)
 
 
 class SpanInstrument:

@@ -12,7 +12,7 @@ import logging
 import os
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import CodeType, FunctionType
 from typing import Any, TypeGuard
 
@@ -108,6 +108,7 @@ def run_forked(
         body = functools.partial(
             run_reported,
             *(function, args, kwargs, label, origin, address, active.id, recorded is not None),
+            scopes=scopes,  # pickled: each is entered in the child the server forks
         )
         try:
             server.submit(body)
@@ -125,13 +126,7 @@ def run_forked(
         error = result.exception
         text = None if error is None else describe(error)
         trace = "" if error is None else "".join(traceback.format_exception(error))
-        extra: dict[str, object] = {}
-        for key, scope in scopes:
-            try:
-                extra[key] = scope.report()
-            except Exception:
-                logger.exception("wove: %r could not report", scope)
-        send_report(address, active, text, trace, extra)
+        send_report(address, active, text, trace, _reports(scopes))
 
     try:
         with contextlib.ExitStack() as stack:
@@ -159,17 +154,22 @@ def run_reported(
     address: str,
     report_id: str,
     recorded: bool,
+    scopes: Sequence[tuple[str, ChildScope]] = (),
 ) -> int:
     """In a child of the fork server: run the work to its end here, then send its
-    trace (when ``recorded``) and error to ``address`` under ``report_id``, as a child
-    forked by :func:`run_forked` does. The exit status: 0 when it succeeded. The fork followers (the
-    OpenTelemetry spans) do not follow work sent through the fork server."""
+    trace (when ``recorded``), error and followers' reports (``scopes``, entered around
+    the work: the OpenTelemetry spans) to ``address`` under ``report_id``, as a child
+    forked by :func:`run_forked` does. The exit status: 0 when it succeeded."""
     start = weave_at(origin) if origin else weave
     active = ActiveRequest(DETACHED, label, None, False)
     active.id = report_id
     error: BaseException | None = None
     try:
-        with collecting(active.collect) if recorded else contextlib.nullcontext():
+        with contextlib.ExitStack() as stack:
+            for _, scope in scopes:
+                stack.enter_context(scope)
+            if recorded:
+                stack.enter_context(collecting(active.collect))
             if is_template(function):
                 with start(function, **kwargs):
                     pass
@@ -180,8 +180,19 @@ def run_reported(
         error = exc
     text = None if error is None else describe(error)
     trace = "" if error is None else "".join(traceback.format_exception(error))
-    send_report(address, active, text, trace)
+    send_report(address, active, text, trace, _reports(scopes))
     return 0 if error is None else 1
+
+
+def _reports(scopes: Sequence[tuple[str, ChildScope]]) -> dict[str, object]:
+    """In the child, its work done: each follower's report, by its key."""
+    extra: dict[str, object] = {}
+    for key, scope in scopes:
+        try:
+            extra[key] = scope.report()
+        except Exception:
+            logger.exception("wove: %r could not report", scope)
+    return extra
 
 
 def _never_started(active: ActiveRequest, result: WoveResult, origin: str) -> None:

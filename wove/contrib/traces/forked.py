@@ -44,7 +44,8 @@ _BODY_KEYS = frozenset(("id", "pid", "records", "error", "traceback"))
 
 class ChildScope(Protocol):
     """A follower's side of one forked piece of work: entered in the parent around the
-    fork (what it sets in the context, the child inherits), read in the child."""
+    fork (what it sets in the context, the child inherits), or, sent through a fork
+    server, pickled and entered in the child; read in the child."""
 
     def __enter__(self) -> object: ...
 
