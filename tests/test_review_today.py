@@ -1,0 +1,65 @@
+"""Defects found reviewing the day's work: each test failed before its fix."""
+
+import asyncio
+import dataclasses
+
+import pytest
+
+import wove
+from wove import merge, weave
+
+
+@pytest.fixture(autouse=True)
+def restore_defaults():
+    before = wove.defaults()
+    yield
+    wove.config(**dataclasses.asdict(before))
+
+
+# --- a weave's own max_pending bounds merge() items, as wove.config's does -------------
+
+
+@pytest.mark.timeout(30)
+def test_weave_max_pending_bounds_merge_items_in_a_sync_task():
+    called = []
+    with (
+        pytest.raises(wove.MaxPendingError, match="exceeds max_pending=2"),
+        weave(max_pending=2) as w,
+    ):
+
+        @w.do
+        def task():
+            return merge(called.append, range(5))
+
+    assert called == []
+
+
+@pytest.mark.timeout(30)
+def test_weave_max_pending_bounds_merge_items_in_an_async_task():
+    called = []
+
+    async def main():
+        async with weave(max_pending=2) as w:
+
+            @w.do
+            async def task():
+                async def each(item):
+                    called.append(item)
+
+                return await merge(each, range(5))
+
+    with pytest.raises(wove.MaxPendingError, match=r"merge\(.*each\).*exceeds max_pending=2"):
+        asyncio.run(main())
+    assert called == []
+
+
+@pytest.mark.timeout(30)
+def test_weave_own_max_pending_wins_over_the_config_default_for_merge_items():
+    wove.config(max_pending=2)
+    with weave(max_pending=10) as w:
+
+        @w.do
+        def task():
+            return merge(lambda item: item * 2, range(5))
+
+    assert w.result.task == [0, 2, 4, 6, 8]
