@@ -63,3 +63,44 @@ def test_weave_own_max_pending_wins_over_the_config_default_for_merge_items():
             return merge(lambda item: item * 2, range(5))
 
     assert w.result.task == [0, 2, 4, 6, 8]
+
+
+# --- an async task's own thread whose wrapper fails fails the calls sent to it ---------
+
+
+@pytest.mark.timeout(30)
+def test_async_task_thread_fails_its_calls_when_a_thread_call_wrapper_raises():
+    from wove.lowlevel import add_async_call_wrapper
+
+    def refusing(call):
+        raise ConnectionError("database down")
+
+    threads = []
+
+    async def keep_thread(call, thread):
+        threads.append(thread)
+        return await call()
+
+    async def main():
+        async with weave() as w:
+
+            @w.do
+            async def task():
+                # Before the fix this future was never set: the task waited forever.
+                first = asyncio.wrap_future(threads[0].submit(lambda: 1))
+                with pytest.raises(ConnectionError, match="database down"):
+                    await asyncio.wait_for(first, 10)
+                later = asyncio.wrap_future(threads[0].submit(lambda: 2))
+                with pytest.raises(ConnectionError, match="database down"):
+                    await asyncio.wait_for(later, 10)
+                return "told"
+
+        return w.result.task
+
+    remove_sync = wove.add_thread_call_wrapper(refusing)
+    remove_async = add_async_call_wrapper(keep_thread)
+    try:
+        assert asyncio.run(main()) == "told"
+    finally:
+        remove_async()
+        remove_sync()
