@@ -104,3 +104,43 @@ def test_async_task_thread_fails_its_calls_when_a_thread_call_wrapper_raises():
     finally:
         remove_async()
         remove_sync()
+
+
+# --- error_mode="return" keeps errors, not a request to stop ---------------------------
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("stop", [SystemExit(3), KeyboardInterrupt()])
+def test_error_mode_return_still_raises_systemexit_and_keyboardinterrupt(stop):
+    with pytest.raises(type(stop)), weave(error_mode="return") as w:
+
+        @w.do
+        def leaving():
+            raise stop
+
+    assert w.result.exception is stop
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("stop", [SystemExit(3), KeyboardInterrupt()])
+def test_error_mode_return_still_raises_them_from_an_async_block(stop):
+    async def main():
+        async with weave(error_mode="return") as w:
+
+            @w.do
+            async def leaving():
+                raise stop
+
+    with pytest.raises(type(stop)):
+        asyncio.run(main())
+
+
+@pytest.mark.timeout(30)
+def test_error_mode_return_keeps_an_ordinary_exception():
+    with weave(error_mode="return") as w:
+
+        @w.do
+        def failing():
+            raise ValueError("kept")
+
+    assert isinstance(w.result.failing, ValueError)
