@@ -164,7 +164,7 @@ def run_reported(
     trace (when ``recorded``) and error to ``address`` under ``report_id``, as a child
     forked by :func:`run_forked` does. The exit status: 0 when it succeeded. The fork followers (the
     OpenTelemetry spans) do not follow work sent through the fork server."""
-    start = weave_at(origin) if origin else weave
+    start = _raising(origin)
     active = ActiveRequest(DETACHED, label, None, False)
     active.id = report_id
     error: BaseException | None = None
@@ -182,6 +182,13 @@ def run_reported(
     trace = "" if error is None else "".join(traceback.format_exception(error))
     send_report(address, active, text, trace)
     return 0 if error is None else 1
+
+
+def _raising(origin: str) -> Callable[..., WeaveBlock]:
+    """``weave`` (at ``origin``) whose block raises the work's failure whatever
+    ``wove.config(error_mode=...)`` says: the callers learn of a failure that way, to
+    log and trace it."""
+    return functools.partial(weave_at(origin) if origin else weave, error_mode="raise")
 
 
 def _never_started(active: ActiveRequest, result: WoveResult, origin: str) -> None:
@@ -254,7 +261,7 @@ async def run_here(
     (so the ASGI server, and the lifespan's shutdown, wait for it). A failure is logged
     and traced, not raised; a cancellation is traced, then raised. ``followed``: as for
     :func:`start_background`."""
-    start = weave_at(origin) if origin else weave
+    start = _raising(origin)
     error: BaseException | None = None
     try:
         with contextlib.ExitStack() as stack:
