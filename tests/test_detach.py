@@ -844,6 +844,74 @@ def test_a_fork_server_ends_with_its_owner_not_with_processes_forked_from_it() -
             pass
 
 
+SERVER_KILLED = """
+import json, os, signal, sys
+from pathlib import Path
+import wove
+from wove import weave
+
+out = Path(sys.argv[1])
+first = wove.start_fork_server()
+os.kill(first, signal.SIGKILL)
+report = {"first": first}
+try:
+    with weave(background=True, fork=True) as w:
+
+        @w.do
+        def lost():
+            return 1
+
+    report["detach"] = None
+except wove.DetachError as error:
+    report["detach"] = str(error)
+report["first_state"] = (
+    open(f"/proc/{first}/stat").read().split()[2] if os.path.exists(f"/proc/{first}/stat")
+    else "reaped"
+)
+report["second"] = wove.start_fork_server()  # the dead one is replaced, not "already runs"
+
+
+def on_done(result):
+    (out / "done.json").write_text(json.dumps({"value": result.work}))
+
+
+with weave(background=True, fork=True, on_done=on_done) as w:
+
+    @w.do
+    def work():
+        return "through the second server"
+
+report["child"] = w.pid
+wove.stop_fork_server()
+print(json.dumps(report))
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_killed_fork_server_is_reaped_and_can_be_started_again(
+    tmp_path: Path, processes: Processes
+) -> None:
+    parent = subprocess.run(
+        [sys.executable, "-c", SERVER_KILLED, str(tmp_path)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=50,
+    )
+    assert parent.returncode == 0, parent.stderr
+    report = json.loads(parent.stdout)
+    processes.children.append((report["child"], str(tmp_path)))
+    assert "is gone" in report["detach"]
+    assert "wove.stop_fork_server()" in report["detach"]
+    assert report["first_state"] == "reaped"  # no zombie left behind
+    assert report["second"] != report["first"]
+    assert poll(lambda: (tmp_path / "done.json").exists()), "the second server ran nothing"
+    assert json.loads((tmp_path / "done.json").read_text()) == {
+        "value": "through the second server"
+    }
+    assert poll(lambda: not is_running(report["second"]))
+
+
 @pytest.mark.parametrize("bad", [0, -1.0, True, "5", float("nan")])
 def test_a_bad_fork_start_timeout_is_refused_with_what_was_expected(bad: object) -> None:
     import wove

@@ -46,6 +46,7 @@ class ForkServer:
         self.pid = pid
         self._connection = connection
         self._lock = threading.Lock()
+        self._exited = False
 
     def submit(self, body: Callable[[], int]) -> int:
         """Run ``body`` (picklable by cloudpickle; it returns the exit status) in a
@@ -56,13 +57,24 @@ class ForkServer:
                 self._connection.sendall(_HEADER.pack(len(payload)) + payload)
                 reply = _receive(self._connection).decode()
             except (OSError, EOFError) as error:
+                self.exited()  # reaped now: no zombie left until stop_fork_server()
                 raise DetachError(
                     f"the fork server (pid {self.pid}) is gone ({error}); nothing ran. "
-                    "Start it again while the process has one thread, or detach without it"
+                    "Start it again with wove.start_fork_server() while the process has "
+                    "one thread, or call wove.stop_fork_server() to detach without it"
                 ) from error
         if not reply.isdigit():
             raise DetachError(f"the fork server could not start the detached child: {reply}")
         return int(reply)
+
+    def exited(self) -> bool:
+        """Whether the server process has ended (reaped here when it has)."""
+        if not self._exited:
+            try:
+                self._exited = os.waitpid(self.pid, os.WNOHANG)[0] != 0
+            except ChildProcessError:  # reaped by someone else
+                self._exited = True
+        return self._exited
 
     def close(self) -> None:
         """Close this end: the server exits."""
@@ -94,7 +106,9 @@ def start_fork_server() -> int:
         raise DetachError("a fork server needs os.fork (POSIX); use fork='spawn'")
     with _server_lock:
         if _server is not None:
-            raise WeaveStateError(f"a fork server already runs (pid {_server.pid})")
+            if not _server.exited():
+                raise WeaveStateError(f"a fork server already runs (pid {_server.pid})")
+            _server.close()  # it died (killed, say): replaced by the one started now
         others = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
         if others or threading.current_thread() is not threading.main_thread():
             raise WeaveStateError(
@@ -126,10 +140,11 @@ def stop_fork_server() -> None:
         server, _server = _server, None
     if server is not None:
         server.close()
-        try:
-            os.waitpid(server.pid, 0)  # it exits on the closed socket: reap it
-        except ChildProcessError:
-            pass
+        if not server.exited():
+            try:
+                os.waitpid(server.pid, 0)  # it exits on the closed socket: reap it
+            except ChildProcessError:
+                pass
 
 
 def _serve(connection: socket.socket) -> NoReturn:

@@ -12,7 +12,7 @@ from typing import Any
 
 from . import process_defaults
 from .engine import Run, current_run
-from .errors import DefinitionError, InvalidOptionError, WeaveStateError
+from .errors import DefinitionError, InvalidOptionError, MaxPendingError, WeaveStateError
 from .graph import check_iterable
 from .task_spec import UNSET, TaskOptions, _Unset, check_options, is_async_callable
 from .weave import WeaveBlock, weave_at
@@ -64,12 +64,16 @@ def merge(
     if items is not None:
         check_iterable(f"merge({_name(function)})", None, items)
         items = list(items)
+        # The weave's max_pending (its own, else wove.config's) bounds merged items as
+        # it bounds a mapped task's.
+        if run.max_pending is not None and len(items) > run.max_pending:
+            raise MaxPendingError(f"merge({_name(function)})", len(items), run.max_pending)
     try:
         asyncio.get_running_loop()
     except RuntimeError:  # a sync task (on a thread without a loop): a blocking call
-        return _nested_blocking(function, items, options, _caller())
+        return _nested_blocking(function, items, options, run.max_pending, _caller())
     if options != TaskOptions() or process_defaults.shapes_merge():
-        return _nested_awaited(function, items, options, _caller())
+        return _nested_awaited(function, items, options, run.max_pending, _caller())
     if items is None:
         return _call(run, function, ())
     return _call_each(run, function, items)
@@ -80,13 +84,14 @@ def _caller() -> str:
     return f"{frame.f_code.co_filename}:{frame.f_lineno}"
 
 
-def _nested(origin: str) -> WeaveBlock:
+def _nested(origin: str, max_pending: int | None) -> WeaveBlock:
     """A weave for one merge() call, named after the line that calls merge(). Its one
     task calls the function (mapped over the items) with the options: the engine's own
     policy of a task (threads or the loop, retries, timeouts, workers, rate limits, a
     returned coroutine awaited) applies to merged calls as it is. Its error_mode is
-    always "raise": merge() raises the first failure to its caller."""
-    return weave_at(origin)(error_mode="raise")
+    always "raise": merge() raises the first failure to its caller; its max_pending is
+    the calling weave's."""
+    return weave_at(origin)(error_mode="raise", max_pending=max_pending)
 
 
 def _register(
@@ -120,17 +125,25 @@ def _register(
 
 
 def _nested_blocking(
-    function: Callable[..., Any], items: list[Any] | None, options: TaskOptions, origin: str
+    function: Callable[..., Any],
+    items: list[Any] | None,
+    options: TaskOptions,
+    max_pending: int | None,
+    origin: str,
 ) -> Any:
-    with _nested(origin) as block:
+    with _nested(origin, max_pending) as block:
         _register(block, function, items, options)
     return block.result["merge"]
 
 
 async def _nested_awaited(
-    function: Callable[..., Any], items: list[Any] | None, options: TaskOptions, origin: str
+    function: Callable[..., Any],
+    items: list[Any] | None,
+    options: TaskOptions,
+    max_pending: int | None,
+    origin: str,
 ) -> Any:
-    async with _nested(origin) as block:
+    async with _nested(origin, max_pending) as block:
         _register(block, function, items, options)
     return block.result["merge"]
 

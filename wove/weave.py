@@ -151,11 +151,14 @@ class WeaveBlock:
 
     def _finish(self, run: Run, error_mode: str) -> None:
         """Keep the result; re-raise the first failure, unchanged, from the block (with
-        ``error_mode="return"``, the failure stays on the result)."""
+        ``error_mode="return"``, the failure stays on the result, unless it is a
+        KeyboardInterrupt or SystemExit: not an error to keep but a request to stop, it
+        still reaches the caller)."""
         self._conclude(execution.result_of(run))
         assert self._result is not None
-        if self._result.exception is not None and error_mode == "raise":
-            raise self._result.exception
+        failure = self._result.exception
+        if failure is not None and (error_mode == "raise" or not isinstance(failure, Exception)):
+            raise failure
 
     def _body_failed(self) -> None:
         self._state = _State.DONE  # the block's own exception propagates; nothing runs

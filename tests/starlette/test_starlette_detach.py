@@ -222,3 +222,21 @@ def test_detached_work_is_labelled_with_the_endpoints_detach_call(kind: str, cal
     page = get(app, f"/wove/{first.id}/").text
     assert f'title="{where}">starlette_testapp.py:{where.rsplit(":", 1)[1]} (' in page
     assert "wove/contrib" not in page
+
+
+def test_a_failure_is_logged_and_traced_whatever_the_default_error_mode(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import wove
+
+    before = wove.defaults().error_mode
+    wove.config(error_mode="return")  # the weave detach() starts relies on raising
+    try:
+        app = starlette_testapp.build()
+        with caplog.at_level(logging.ERROR, logger="wove"):
+            get(app, "/detach", kind="fail")
+    finally:
+        wove.config(error_mode=before)
+    assert [r for r in caplog.records if "detached work" in r.getMessage()]
+    (trace,) = [t for t in store_of(app).recent() if t.method == DETACHED]
+    assert trace.error == "ValueError: broken on purpose"

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from typing import Any, Final
 
-from . import hooks, pool
+from . import hooks, pool, services
 from .services import Job
 
 _CLOSE: Final = object()
@@ -48,6 +48,7 @@ class TaskThread(Executor):
         self._cancel_queued = False
         self._ended: Future[None] | None = None
         self._context: contextvars.Context | None = None
+        self._broken: BaseException | None = None  # a wrapper failed around the session
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         """Run ``fn(*args, **kwargs)`` after the calls submitted before it; its future."""
@@ -60,6 +61,9 @@ class TaskThread(Executor):
                     "cannot schedule new futures after the async task call that owns this "
                     "thread has ended"
                 )
+            if self._broken is not None:  # its session never ran, or ended: say why
+                future.set_exception(self._broken)
+                return future
             start = not self._started
             if start:
                 self._started = True
@@ -102,6 +106,8 @@ class TaskThread(Executor):
         assert self._ended is not None
         try:
             self._context.run(hooks.wrapped_call, hooks.thread_call_wrappers(), self._serve, {})
+        except BaseException as error:  # a wrapper failed (a connection not opened, say)
+            self._fail_queued(error)
         finally:
             self._context = None
             self._ended.set_result(None)
@@ -115,6 +121,26 @@ class TaskThread(Executor):
             else:
                 _run(item)
             del item
+
+    def _fail_queued(self, error: BaseException) -> None:
+        """The calls waiting, and any submitted later, fail with ``error``: never left
+        waiting for a session that is over."""
+        failed = 0
+        with self._lock:
+            self._broken = error
+            while True:
+                try:
+                    item = self._items.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(item, tuple) and item[0].set_running_or_notify_cancel():
+                    item[0].set_exception(error)
+                    failed += 1
+        if not failed:
+            services.logger.error(
+                "wove: a thread-call wrapper failed around an async task's thread",
+                exc_info=(type(error), error, error.__traceback__),
+            )
 
     # --- the caller's lane ----------------------------------------------------------
 

@@ -160,7 +160,7 @@ def run_reported(
     trace (when ``recorded``), error and followers' reports (``scopes``, entered around
     the work: the OpenTelemetry spans) to ``address`` under ``report_id``, as a child
     forked by :func:`run_forked` does. The exit status: 0 when it succeeded."""
-    start = weave_at(origin) if origin else weave
+    start = _raising(origin)
     active = ActiveRequest(DETACHED, label, None, False)
     active.id = report_id
     error: BaseException | None = None
@@ -193,6 +193,13 @@ def _reports(scopes: Sequence[tuple[str, ChildScope]]) -> dict[str, object]:
         except Exception:
             logger.exception("wove: %r could not report", scope)
     return extra
+
+
+def _raising(origin: str) -> Callable[..., WeaveBlock]:
+    """``weave`` (at ``origin``) whose block raises the work's failure whatever
+    ``wove.config(error_mode=...)`` says: the callers learn of a failure that way, to
+    log and trace it."""
+    return functools.partial(weave_at(origin) if origin else weave, error_mode="raise")
 
 
 def _never_started(active: ActiveRequest, result: WoveResult, origin: str) -> None:
@@ -265,7 +272,7 @@ async def run_here(
     (so the ASGI server, and the lifespan's shutdown, wait for it). A failure is logged
     and traced, not raised; a cancellation is traced, then raised. ``followed``: as for
     :func:`start_background`."""
-    start = weave_at(origin) if origin else weave
+    start = _raising(origin)
     error: BaseException | None = None
     try:
         with contextlib.ExitStack() as stack:
