@@ -214,7 +214,8 @@ class Pool:
     def _send(self, job: Job) -> None:
         """On ``job``'s loop: write the call, then read the reply when it comes."""
         worker = job.worker
-        assert worker is not None and job.loop is not None
+        assert worker is not None
+        assert job.loop is not None
         if job.cancelled:
             self._give_back(job)
             return
@@ -232,7 +233,8 @@ class Pool:
     def _receive(self, job: Job) -> None:
         """On ``job``'s loop, when its worker's pipe is readable: the reply, or EOF."""
         worker = job.worker
-        assert worker is not None and job.loop is not None
+        assert worker is not None
+        assert job.loop is not None
         job.loop.remove_reader(worker.connection.fileno())
         self._finish(job, _read(worker.connection))
 
