@@ -91,6 +91,7 @@ class Pool:
         self._numbers = itertools.count(1)
         self._generation = 0
         self._started = False
+        self._spawning = 0  # processes being started now
         self._pid = os.getpid()
 
     @property
@@ -107,19 +108,23 @@ class Pool:
             if self._started:
                 return
             self._started = True
+            self._spawning += self.workers
             generation = self._generation
         for _ in range(self.workers):
-            _in_thread(lambda: self._release(self._spawn(generation)), f"wove-{self.name}-start")
+            _in_thread(lambda: self._add_worker(generation), f"wove-{self.name}-start")
 
     def submit(self, job: Job) -> None:
         """Lend ``job`` an idle worker, or queue it until one is free."""
-        self.start()
+        self._forget_if_forked()
         with self._lock:
-            if not self._idle:
+            lent = bool(self._idle)
+            if lent:
+                job.worker = self._idle.pop()
+            else:  # queued before the pool starts: a start that fails finds it, fails it
                 self._waiting.append(job)
-                return
-            job.worker = self._idle.pop()
-        self._begin(job)
+        self.start()
+        if lent:
+            self._begin(job)
 
     def cancel(self, job: Job) -> None:
         """Drop ``job`` if it is still queued; stop its process if it runs. Called on the
@@ -152,6 +157,7 @@ class Pool:
         with self._lock:
             self._generation += 1
             self._started = False
+            self._spawning = 0
             idle, self._idle = self._idle, []
             waiting, self._waiting = list(self._waiting), deque()
             processes = list(self._processes)
@@ -295,9 +301,36 @@ class Pool:
             with self._lock:
                 if worker.generation != self._generation:
                     return
-            self._release(self._spawn(worker.generation))
+                self._spawning += 1
+            self._add_worker(worker.generation)
 
         _in_thread(replace, f"wove-{self.name}-replace")
+
+    def _add_worker(self, generation: int) -> None:
+        """On a helper thread: start a worker process and lend it out. If none can start
+        and no other runs or is starting, the waiting calls fail as never run (rather
+        than wait forever) and the next call tries again."""
+        try:
+            worker = self._spawn(generation)
+        except Exception as error:
+            logger.error(
+                "wove: could not start a worker process of the %s pool: %r", self.name, error
+            )
+            with self._lock:
+                self._spawning -= 1
+                if self._processes or self._spawning or generation != self._generation:
+                    return
+                waiting, self._waiting = list(self._waiting), deque()
+                self._started = False
+                for job in waiting:
+                    job.done = True
+            for job in waiting:
+                if not job.cancelled:
+                    job.deliver(None, f"no worker process could start ({error!r})", False)
+            return
+        with self._lock:
+            self._spawning -= 1
+        self._release(worker)
 
     def _spawn(self, generation: int) -> Worker:
         mine, theirs = self._context.Pipe(duplex=True)
@@ -337,6 +370,7 @@ class Pool:
         self._idle, self._waiting, self._processes = [], deque(), set()
         self._generation += 1
         self._started = False
+        self._spawning = 0
 
 
 def _read(connection: Connection) -> bytes | None:
@@ -367,7 +401,7 @@ def _alive(process: BaseProcess) -> bool:
 def _close(process: BaseProcess) -> None:
     try:
         process.close()
-    except ValueError:  # still running: it was stopped, its keeper closes it later
+    except ValueError:  # still running: whoever stopped it closes it after its exit
         pass
 
 
