@@ -145,7 +145,10 @@ class Pool:
             job.done = True
             job.worker = None
         if job.loop is not None:
-            job.loop.remove_reader(worker.connection.fileno())
+            try:
+                job.loop.remove_reader(worker.connection.fileno())
+            except NotImplementedError:  # a thread reads instead; it sees the pipe close
+                pass
         worker.process.terminate()
         self._replace(worker, None)
 
