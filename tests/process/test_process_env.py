@@ -306,6 +306,44 @@ def test_closing_fails_a_queued_call_as_never_ran() -> None:
     assert queued.may_have_started is False
 
 
+@pytest.mark.timeout(60)
+def test_calls_from_several_event_loops_share_the_workers() -> None:
+    # One worker, three loops in three threads: a worker freed by one loop's call goes
+    # to the call waiting longest, whichever loop awaits it.
+    import threading
+
+    from wove.lowlevel import RemoteCall
+
+    pool = ProcessEnv(workers=1)
+    results: dict[int, list[int]] = {}
+
+    def square(x: int) -> int:
+        return x * x
+
+    async def calls(base: int) -> list[int]:
+        return list(
+            await asyncio.gather(
+                *(
+                    pool.run(RemoteCall("square", square, {"x": base + i}, "loops", None, ""))
+                    for i in range(20)
+                )
+            )
+        )
+
+    def in_thread(base: int) -> None:
+        results[base] = asyncio.run(calls(base))
+
+    threads = [threading.Thread(target=in_thread, args=(base,)) for base in (0, 100, 200)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(50)
+    finally:
+        pool.close()
+    assert results == {base: [(base + i) ** 2 for i in range(20)] for base in (0, 100, 200)}
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

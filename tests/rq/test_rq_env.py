@@ -248,6 +248,33 @@ def test_a_lost_worker_fails_its_call_within_the_lease(
     assert noticed < 3 * lost_within(rq_settings.lost_env)
 
 
+@pytest.mark.timeout(120)
+def test_a_call_longer_than_its_lease_runs_to_its_end(
+    rq_redis: Any, rq_settings: ModuleType, tmp_path: Path
+) -> None:
+    # Longer than the bound after which the caller declares a silent worker lost: only
+    # the worker's renewals of its lease keep the calls alive. Two calls in a row: the
+    # renewing thread serves the second job after the first one's lease was released.
+    held = lost_within(rq_settings.lost_env) + 1
+    worker: RQWorker = start_rq_worker(rq_redis.url, rq_settings.LOST_QUEUE, tmp_path / "w")
+    try:
+        with weave() as w:
+
+            @w.do(env="rq-lost")
+            def first() -> int:
+                time.sleep(held)
+                return os.getpid()
+
+            @w.do(env="rq-lost")
+            def second(first: int) -> int:
+                time.sleep(held)
+                return first
+
+    finally:
+        worker.stop()
+    assert w.result.second == w.result.first
+
+
 @pytest.mark.timeout(60)
 def test_a_detached_weave_runs_on_the_worker(tmp_path: Path) -> None:
     out = tmp_path / "done"

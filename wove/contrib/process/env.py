@@ -96,12 +96,15 @@ class ProcessEnv:
         future: asyncio.Future[tuple[bytes | None, str | None, bool]] = loop.create_future()
 
         def deliver(reply: bytes | None, lost: str | None, started: bool) -> None:
-            try:  # from a keeper thread
+            if _running_loop() is loop:  # the reply was read on this loop
+                _settle(future, (reply, lost, started))
+                return
+            try:  # from a helper thread (a lost worker, a close)
                 loop.call_soon_threadsafe(_settle, future, (reply, lost, started))
             except RuntimeError:  # the loop closed: nobody waits any more
                 pass
 
-        job = Job(payload, deliver)
+        job = Job(payload, deliver, loop)
         self.pool.submit(job)
         try:
             reply, lost, started = await future
@@ -135,6 +138,13 @@ def _lost(task: str, why: str, started: bool) -> RemoteWorkerLost | RemoteNeverR
     if not started:
         return RemoteNeverRan(task, "PoolClosed", why, None)
     return RemoteWorkerLost(task, "WorkerLost", why, None, may_have_started=True)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _settle(future: asyncio.Future[Any], outcome: Any) -> None:

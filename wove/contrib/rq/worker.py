@@ -3,7 +3,8 @@
 RQ imports it by its dotted path (``wove.contrib.rq.worker.run_job``). It takes a signed
 envelope and the environment's name, verifies the envelope before anything is unpickled
 (a forged, tampered, expired or replayed one is refused, logged and never run), claims
-the job, and holds a lease on it that a thread renews while the function runs. The
+the job, and holds a lease on it that the process's lease thread renews while the
+function runs. The
 sealed reply (value or exception) is pushed to the caller's reply list, and the lease
 released, in one transaction.
 
@@ -18,6 +19,7 @@ import asyncio
 import inspect
 import json
 import logging
+import os
 import socket
 import threading
 import time
@@ -116,14 +118,12 @@ def _call(
 
 
 class _Lease:
-    """The job's claim and its lease, renewed by a thread every third of its length."""
+    """The job's claim and its lease, renewed by the process's :class:`_Renewer`."""
 
     def __init__(self, redis: Any, job_id: str, seconds: float) -> None:
         self.redis = redis
         self.job_id = job_id
         self.seconds = seconds
-        self._stopped = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def claim(self, max_age: float) -> bool:
         pipe = self.redis.pipeline(transaction=True)
@@ -134,21 +134,66 @@ class _Lease:
         _, claimed = pipe.execute()
         if not claimed:
             return False
-        self._thread = threading.Thread(target=self._renew, name="wove-rq-lease", daemon=True)
-        self._thread.start()
+        _renewer.add(self.job_id, self.redis, self.seconds)
         return True
 
-    def _renew(self) -> None:
-        while not self._stopped.wait(self.seconds / 3):
-            try:
-                self.redis.set(lease_key(self.job_id), b"1", px=int(self.seconds * 1000), xx=True)
-            except Exception:  # Redis unreachable for a moment: the next renewal retries
-                logger.warning("wove: could not renew the lease of RQ job %s", self.job_id)
-
     def stop(self) -> None:
-        self._stopped.set()
-        if self._thread is not None:
-            self._thread.join()
+        _renewer.remove(self.job_id)
+
+
+class _Renewer:
+    """The leases of the jobs running in this process, each renewed every third of its
+    length by one thread per process (not one per job: starting and joining a thread
+    per job cost more than the job on a fast worker). A forked child (RQ's work horse)
+    starts its own on its first lease."""
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        # Called again in a forked child: the parent's lock may have been held at the
+        # fork, and its thread does not exist there.
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._leases: dict[str, tuple[Any, float, float]] = {}  # redis, seconds, due
+        self._thread: threading.Thread | None = None
+
+    def add(self, job_id: str, redis: Any, seconds: float) -> None:
+        with self._lock:
+            self._leases[job_id] = (redis, seconds, time.monotonic() + seconds / 3)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="wove-rq-lease", daemon=True)
+                self._thread.start()
+        self._wake.set()
+
+    def remove(self, job_id: str) -> None:
+        with self._lock:
+            self._leases.pop(job_id, None)
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                due = min((lease[2] for lease in self._leases.values()), default=None)
+            self._wake.wait(None if due is None else max(0.0, due - time.monotonic()))
+            self._wake.clear()
+            now = time.monotonic()
+            with self._lock:
+                expiring = [
+                    (job_id, redis, seconds)
+                    for job_id, (redis, seconds, due) in self._leases.items()
+                    if due <= now
+                ]
+                for job_id, redis, seconds in expiring:
+                    self._leases[job_id] = (redis, seconds, now + seconds / 3)
+            for job_id, redis, seconds in expiring:
+                try:
+                    redis.set(lease_key(job_id), b"1", px=int(seconds * 1000), xx=True)
+                except Exception:  # Redis unreachable for a moment: the next renewal retries
+                    logger.warning("wove: could not renew the lease of RQ job %s", job_id)
+
+
+_renewer: Final = _Renewer()
+os.register_at_fork(after_in_child=_renewer._reset)
 
 
 def _environment(name: str) -> RQEnv:
