@@ -3,6 +3,7 @@ published package; ``max_pending=`` and ``error_mode=`` on ``weave()``."""
 
 import asyncio
 import dataclasses
+import sys
 import threading
 
 import pytest
@@ -172,6 +173,41 @@ def test_none_removes_a_default():
     settled = wove.config(timeout=None, max_pending=None)
     assert settled.timeout is None
     assert settled.max_pending is None
+
+
+@pytest.mark.timeout(60)
+def test_threads_configuring_different_keys_at_once_keep_every_update():
+    # Regression test: config() once built the new defaults outside its lock, so one
+    # thread's update could overwrite another's. A race, so it need not fail on every
+    # run of the old code; a tiny switch interval and many rounds make it likely.
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for round_ in range(150):
+            wove.config(**dataclasses.asdict(wove.Defaults()))
+            updates = {
+                "retries": 1 + round_ % 3,
+                "timeout": 10.0 + round_,
+                "workers": 2,
+                "limit_per_minute": 60.0,
+                "max_workers": 3,
+                "max_pending": 100 + round_,
+                "error_mode": "return",
+            }
+            start = threading.Barrier(len(updates))
+
+            def set_one(key, value, start=start):
+                start.wait()
+                wove.config(**{key: value})
+
+            threads = [threading.Thread(target=set_one, args=item) for item in updates.items()]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert dataclasses.asdict(wove.defaults()) == updates, round_
+    finally:
+        sys.setswitchinterval(previous)
 
 
 def test_unknown_option_is_a_clear_error_with_a_suggestion():

@@ -93,15 +93,17 @@ def config(**options: Any) -> Defaults:
                 f"wove.config() has no option {key!r}{hint} (options: {', '.join(_KEYS)})"
             )
     ours = {key: value for key, value in options.items() if key not in _RUNTIME_KEYS}
-    updated = replace(_defaults, **ours)
-    _check(updated)
     passed_on = {key: value for key, value in options.items() if key in _RUNTIME_KEYS}
-    if passed_on:
-        runtime.configure(**passed_on)
+    # Read, check and publish under one lock: two threads configuring at once each
+    # build on the other's update instead of one overwriting it.
     with _lock:
-        _defaults = updated
+        updated = replace(_defaults, **ours)
+        _check(updated)
+        if passed_on:
+            runtime.configure(**passed_on)
         task_options = updated.task_options
         _task_options = None if task_options == TaskOptions() else task_options
+        _defaults = updated
     return updated
 
 
