@@ -175,6 +175,18 @@ def test_none_removes_a_default():
     assert settled.max_pending is None
 
 
+def test_none_removes_the_retries_and_error_mode_defaults_too():
+    wove.config(retries=3, error_mode="return")
+    settled = wove.config(retries=None, error_mode=None)
+    assert (settled.retries, settled.error_mode) == (0, "raise")
+    assert settled == wove.Defaults()
+    with pytest.raises(ZeroDivisionError), weave() as w:  # "raise" is in force again
+
+        @w.do
+        def fails():
+            return 1 / 0
+
+
 @pytest.mark.timeout(60)
 def test_threads_configuring_different_keys_at_once_keep_every_update():
     # Regression test: config() once built the new defaults outside its lock, so one
@@ -222,7 +234,6 @@ def test_unknown_option_is_a_clear_error_with_a_suggestion():
     ("option", "value"),
     [
         ("retries", -1),
-        ("retries", None),
         ("timeout", 0),
         ("workers", 0),
         ("limit_per_minute", -5),

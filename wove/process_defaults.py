@@ -23,7 +23,8 @@ ERROR_MODES: Final = ("raise", "return")
 
 @dataclass(frozen=True, slots=True)
 class Defaults:
-    """What ``wove.config(...)`` set; ``None`` (``0`` for ``retries``) is no default."""
+    """What ``wove.config(...)`` set; ``None`` (``0`` for ``retries``, ``"raise"`` for
+    ``error_mode``) is no default."""
 
     #: Attempts after the first, for tasks that do not say ``retries=``.
     retries: int = 0
@@ -60,6 +61,9 @@ _RUNTIME_KEYS: Final = (
     "fork_start_timeout",
 )
 _KEYS: Final = (*(f.name for f in fields(Defaults)), *_RUNTIME_KEYS)
+_NO_DEFAULT: Final[Mapping[str, Any]] = {
+    name: getattr(Defaults(), name) for name in (f.name for f in fields(Defaults))
+}
 
 _defaults = Defaults()
 _task_options: TaskOptions | None = None  # None: no task default, nothing to fill
@@ -77,8 +81,9 @@ def config(**options: Any) -> Defaults:
     Task defaults: ``retries``, ``timeout``, ``workers`` and ``limit_per_minute`` apply
     to every task (``workers`` and ``limit_per_minute`` to mapped tasks) that does not
     give the option itself. Weave defaults: ``max_workers``, ``max_pending`` and
-    ``error_mode`` apply to every ``weave()`` that does not pass them. ``None`` (or
-    ``retries=0``, ``error_mode="raise"``) removes a default. The runtime settings of
+    ``error_mode`` apply to every ``weave()`` that does not pass them. ``None`` removes
+    a default (for ``retries`` and ``error_mode`` it is the same as ``retries=0`` and
+    ``error_mode="raise"``). The runtime settings of
     :func:`wove.configure` (``max_threads``, ``stuck_after``, ``detached_output``,
     ``thread_sensitive``, ``fork_start_timeout``) are accepted too and passed on.
     Returns the defaults now in force; an unknown option raises
@@ -92,7 +97,12 @@ def config(**options: Any) -> Defaults:
             raise InvalidOptionError(
                 f"wove.config() has no option {key!r}{hint} (options: {', '.join(_KEYS)})"
             )
-    ours = {key: value for key, value in options.items() if key not in _RUNTIME_KEYS}
+    # None removes a default: for retries and error_mode that is their no-default value.
+    ours = {
+        key: _NO_DEFAULT[key] if value is None else value
+        for key, value in options.items()
+        if key not in _RUNTIME_KEYS
+    }
     passed_on = {key: value for key, value in options.items() if key in _RUNTIME_KEYS}
     # Read, check and publish under one lock: two threads configuring at once each
     # build on the other's update instead of one overwriting it.
@@ -108,8 +118,6 @@ def config(**options: Any) -> Defaults:
 
 
 def _check(candidate: Defaults) -> None:
-    if candidate.retries is None:  # `retries=None` reads as "no default": 0
-        raise InvalidOptionError("retries must be an int >= 0 (0: no retries), got None")
     check_options(candidate.task_options, mapped=True)
     for name in ("max_workers", "max_pending"):
         value = getattr(candidate, name)
