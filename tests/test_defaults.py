@@ -326,6 +326,20 @@ def test_bad_max_pending(value):
         weave(max_pending=value)
 
 
+@pytest.mark.parametrize("name", ["max_workers", "max_pending"])
+@pytest.mark.parametrize("value", [0, True, 2.5])
+def test_weave_and_config_refuse_a_bad_limit_with_the_same_message(name, value):
+    with pytest.raises(wove.InvalidOptionError) as from_weave:
+        weave(**{name: value})
+    with pytest.raises(wove.InvalidOptionError) as from_config:
+        wove.config(**{name: value})
+    for where, caught in (("weave()", from_weave), ("wove.config()", from_config)):
+        message = str(caught.value)
+        assert message.startswith(f"{where} got {name}={value!r}; {name} must be an int >= 1 (")
+        assert message.endswith(f": pass e.g. {name}=8, or leave it out")
+    assert str(from_weave.value).split("; ", 1)[1] == str(from_config.value).split("; ", 1)[1]
+
+
 # --- error_mode -------------------------------------------------------------------------
 
 

@@ -119,11 +119,31 @@ def config(**options: Any) -> Defaults:
 
 def _check(candidate: Defaults) -> None:
     check_options(candidate.task_options, mapped=True)
-    for name in ("max_workers", "max_pending"):
-        value = getattr(candidate, name)
-        if value is not None and (type(value) is not int or value < 1):
-            raise InvalidOptionError(f"{name} must be an int >= 1 or None, got {value!r}")
+    for name in _WEAVE_LIMITS:
+        check_weave_limit("wove.config()", name, getattr(candidate, name))
     check_error_mode(candidate.error_mode)
+
+
+# What each weave limit means, and what None means for it.
+_WEAVE_LIMITS: Final = {
+    "max_workers": (
+        "the most sync tasks of one weave running in threads at once",
+        "the shared pool's limit",
+    ),
+    "max_pending": ("the most items one mapped task may have", "no limit"),
+}
+
+
+def check_weave_limit(where: str, name: str, value: object) -> None:
+    """Refuse a ``max_workers`` or ``max_pending`` (``name``) given to ``where`` that is
+    neither an int >= 1 nor None; the one check ``weave()`` and ``wove.config()`` share."""
+    if value is None or (type(value) is int and value >= 1):
+        return
+    meaning, none = _WEAVE_LIMITS[name]
+    raise InvalidOptionError(
+        f"{where} got {name}={value!r}; {name} must be an int >= 1 ({meaning}), or None "
+        f"for {none}: pass e.g. {name}=8, or leave it out"
+    )
 
 
 def check_error_mode(error_mode: object) -> None:

@@ -54,11 +54,7 @@ class WeaveBlock:
         error_mode: defaults.ErrorMode | None = None,
     ) -> None:
         _check_arguments(parent_weave, max_workers, background, fork, on_done, env)
-        if max_pending is not None and (type(max_pending) is not int or max_pending < 1):
-            raise InvalidOptionError(
-                f"max_pending must be an int >= 1 (the most items one mapped task may "
-                f"have), or None for no limit, got {max_pending!r}"
-            )
+        defaults.check_weave_limit("weave()", "max_pending", max_pending)
         if error_mode is not None:
             defaults.check_error_mode(error_mode)
         _check_flags(debug=debug, background=background)
@@ -357,11 +353,7 @@ def _check_arguments(
             f"weave()'s first argument must be a Weave subclass (the template to load), "
             f"got {parent_weave!r}; pass keywords by name, e.g. weave(user_id=7)"
         )
-    if max_workers is not None and (type(max_workers) is not int or max_workers < 1):
-        raise InvalidOptionError(
-            f"max_workers must be an int >= 1 (or None for the shared pool's limit), "
-            f"got {max_workers!r}"
-        )
+    defaults.check_weave_limit("weave()", "max_workers", max_workers)
     if fork not in (False, True, "fork", "spawn"):
         raise InvalidOptionError(f"fork must be True, False, 'fork' or 'spawn', got {fork!r}")
     if fork and not background:
