@@ -75,6 +75,7 @@ class WeaveBlock:
         self._env = env
         self._data = data
         self._origin = origin
+        self._merged: str | None = None  # see weave_at()
         self._specs: dict[str, TaskSpec] = {}
         self._state = _State.NEW
         self._graph: Graph | None = None
@@ -131,6 +132,7 @@ class WeaveBlock:
             env=self._env,
             max_pending=settled.max_pending if self._max_pending is None else self._max_pending,
             error_mode=settled.error_mode if self._error_mode is None else self._error_mode,
+            merged=self._merged,
         )
 
     def _plan(self, recipe: execution.Recipe) -> Graph:
@@ -445,14 +447,17 @@ def weave(
     )
 
 
-def weave_at(origin: str) -> Callable[..., WeaveBlock]:
+def weave_at(origin: str, *, merged: str | None = None) -> Callable[..., WeaveBlock]:
     """``weave`` naming its weave after ``origin`` (``"file:line"``) instead of the line
     that calls it: for integrations that start a weave on a user's behalf (``detach()``),
-    so traces, log lines and spans point at the user's code, not at the integration's."""
+    so traces, log lines and spans point at the user's code, not at the integration's.
+    ``merged``: the function's name when the weave runs one ``merge()`` call, so that
+    its errors name that call and say to change its options there, not on ``@w.do``."""
 
     def weave_there(*args: Any, **kwargs: Any) -> WeaveBlock:
         block = weave(*args, **kwargs)
         block._origin = origin
+        block._merged = merged
         return block
 
     return weave_there
