@@ -3,6 +3,7 @@ published package; ``max_pending=`` and ``error_mode=`` on ``weave()``."""
 
 import asyncio
 import dataclasses
+import sys
 import threading
 
 import pytest
@@ -174,6 +175,53 @@ def test_none_removes_a_default():
     assert settled.max_pending is None
 
 
+def test_none_removes_the_retries_and_error_mode_defaults_too():
+    wove.config(retries=3, error_mode="return")
+    settled = wove.config(retries=None, error_mode=None)
+    assert (settled.retries, settled.error_mode) == (0, "raise")
+    assert settled == wove.Defaults()
+    with pytest.raises(ZeroDivisionError), weave() as w:  # "raise" is in force again
+
+        @w.do
+        def fails():
+            return 1 / 0
+
+
+@pytest.mark.timeout(60)
+def test_threads_configuring_different_keys_at_once_keep_every_update():
+    # Regression test: config() once built the new defaults outside its lock, so one
+    # thread's update could overwrite another's. A race, so it need not fail on every
+    # run of the old code; a tiny switch interval and many rounds make it likely.
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for round_ in range(150):
+            wove.config(**dataclasses.asdict(wove.Defaults()))
+            updates = {
+                "retries": 1 + round_ % 3,
+                "timeout": 10.0 + round_,
+                "workers": 2,
+                "limit_per_minute": 60.0,
+                "max_workers": 3,
+                "max_pending": 100 + round_,
+                "error_mode": "return",
+            }
+            start = threading.Barrier(len(updates))
+
+            def set_one(key, value, start=start):
+                start.wait()
+                wove.config(**{key: value})
+
+            threads = [threading.Thread(target=set_one, args=item) for item in updates.items()]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert dataclasses.asdict(wove.defaults()) == updates, round_
+    finally:
+        sys.setswitchinterval(previous)
+
+
 def test_unknown_option_is_a_clear_error_with_a_suggestion():
     with pytest.raises(wove.InvalidOptionError, match="did you mean 'retries'") as info:
         wove.config(retires=2)
@@ -186,7 +234,6 @@ def test_unknown_option_is_a_clear_error_with_a_suggestion():
     ("option", "value"),
     [
         ("retries", -1),
-        ("retries", None),
         ("timeout", 0),
         ("workers", 0),
         ("limit_per_minute", -5),
@@ -277,6 +324,20 @@ def test_max_pending_allows_up_to_the_limit_and_comes_from_the_defaults():
 def test_bad_max_pending(value):
     with pytest.raises(wove.InvalidOptionError, match="max_pending"):
         weave(max_pending=value)
+
+
+@pytest.mark.parametrize("name", ["max_workers", "max_pending"])
+@pytest.mark.parametrize("value", [0, True, 2.5])
+def test_weave_and_config_refuse_a_bad_limit_with_the_same_message(name, value):
+    with pytest.raises(wove.InvalidOptionError) as from_weave:
+        weave(**{name: value})
+    with pytest.raises(wove.InvalidOptionError) as from_config:
+        wove.config(**{name: value})
+    for where, caught in (("weave()", from_weave), ("wove.config()", from_config)):
+        message = str(caught.value)
+        assert message.startswith(f"{where} got {name}={value!r}; {name} must be an int >= 1 (")
+        assert message.endswith(f": pass e.g. {name}=8, or leave it out")
+    assert str(from_weave.value).split("; ", 1)[1] == str(from_config.value).split("; ", 1)[1]
 
 
 # --- error_mode -------------------------------------------------------------------------

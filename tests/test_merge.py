@@ -498,6 +498,47 @@ def test_merge_timeout(kind: str) -> None:
         release.set()
     assert caught.value.seconds == 0.05
     assert isinstance(caught.value, TimeoutError)
+    # It names the merged function and the call its timeout was given on, not the
+    # task standing for the call nor @w.do.
+    name = (slow if kind == "sync" else slow_async).__qualname__
+    message = str(caught.value)
+    assert message.startswith(f"merge({name}) did not finish within its timeout of 0.05 s")
+    assert "raise `timeout=` on the merge() call" in message
+    assert "@w.do" not in message
+    assert caught.value.merged == name
+    notes = getattr(caught.value, "__notes__", [])
+    assert any(f"raised by merge({name}) in the weave at " in note for note in notes), notes
+    assert not any("task 'merge'" in note for note in notes), notes
+
+
+@pytest.mark.timeout(30)
+def test_merge_timeout_of_one_item_names_the_item_and_the_function() -> None:
+    release = threading.Event()
+
+    def fetch(item: int) -> int:
+        if item == 1:
+            release.wait(10)
+        return item
+
+    try:
+        with pytest.raises(wove.TaskTimeout) as caught, weave() as w:
+
+            @w.do
+            def merged() -> object:
+                return merge(fetch, [0, 1], timeout=0.05)
+
+    finally:
+        release.set()
+    message = str(caught.value)
+    assert message.startswith("item 1 of merge(")
+    assert "fetch) did not finish" in message
+    assert "raise `timeout=` on the merge() call" in message
+
+
+def test_a_task_timeout_still_names_the_task_and_w_do() -> None:
+    message = str(wove.TaskTimeout("fetch", 2.0, 3))
+    assert message.startswith("item 3 of task 'fetch' did not finish within its timeout of 2 s")
+    assert "raise `timeout=` on @w.do" in message
 
 
 @pytest.mark.timeout(30)

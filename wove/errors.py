@@ -64,17 +64,26 @@ class WeaveStateError(WoveError, RuntimeError):
 
 
 class TaskTimeout(WoveError, TimeoutError):
-    """A task (or one item of a mapped task) ran past its ``timeout``."""
+    """A task (or one item of a mapped task) ran past its ``timeout``.
 
-    def __init__(self, task: str, seconds: float, index: int | None = None) -> None:
-        where = f"task {task!r}" if index is None else f"item {index} of task {task!r}"
+    ``merged`` names the function when the task is a ``merge()`` call's (whose
+    ``timeout=`` is given on that call): the message then names the call, not the task.
+    """
+
+    def __init__(
+        self, task: str, seconds: float, index: int | None = None, merged: str | None = None
+    ) -> None:
+        what = f"task {task!r}" if merged is None else f"merge({merged})"
+        where = what if index is None else f"item {index} of {what}"
+        given_on = "@w.do" if merged is None else "the merge() call"
         super().__init__(
             f"{where} did not finish within its timeout of {seconds:g} s; "
-            f"raise `timeout=` on @w.do if the work is legitimately slower"
+            f"raise `timeout=` on {given_on} if the work is legitimately slower"
         )
         self.task = task
         self.seconds = seconds
         self.index = index
+        self.merged = merged
 
 
 class MaxPendingError(WoveError, RuntimeError):

@@ -41,6 +41,7 @@ class Recipe:
     env: str | None = None  # weave(env=...): the remote environment of tasks not choosing
     max_pending: int | None = None  # the most items a mapped task may have
     error_mode: str = "raise"  # "return": failed tasks' results are their exceptions
+    merged: str | None = None  # the merged function, for the weave of one merge() call
 
 
 def plan_graph(recipe: Recipe) -> Graph:
@@ -82,6 +83,7 @@ def new_run(
         sensitive_thread=sensitive_thread,
         max_pending=recipe.max_pending,
         errors_returned=recipe.error_mode == "return",
+        merged=recipe.merged,
     )
 
 
@@ -249,7 +251,8 @@ def result_of(run: Run) -> WoveResult:
     if error is not None and run.failed_at is not None:
         task, index = run.failed_at
         item = f" (item {index})" if index is not None else ""
-        add_note(error, f"wove: raised by task {task!r}{item} in the weave at {run.origin}")
+        what = f"task {task!r}" if run.merged is None else f"merge({run.merged})"
+        add_note(error, f"wove: raised by {what}{item} in the weave at {run.origin}")
         for hint in _hints.items:
             try:
                 advice = hint(error, task)

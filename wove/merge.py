@@ -84,14 +84,15 @@ def _caller() -> str:
     return f"{frame.f_code.co_filename}:{frame.f_lineno}"
 
 
-def _nested(origin: str, max_pending: int | None) -> WeaveBlock:
-    """A weave for one merge() call, named after the line that calls merge(). Its one
+def _nested(origin: str, max_pending: int | None, function: Callable[..., Any]) -> WeaveBlock:
+    """A weave for one merge() call, named after the line that calls merge() (its errors
+    name ``merge(function)``, not the task standing for the call). Its one
     task calls the function (mapped over the items) with the options: the engine's own
     policy of a task (threads or the loop, retries, timeouts, workers, rate limits, a
     returned coroutine awaited) applies to merged calls as it is. Its error_mode is
     always "raise": merge() raises the first failure to its caller; its max_pending is
     the calling weave's."""
-    return weave_at(origin)(error_mode="raise", max_pending=max_pending)
+    return weave_at(origin, merged=_name(function))(error_mode="raise", max_pending=max_pending)
 
 
 def _register(
@@ -131,7 +132,7 @@ def _nested_blocking(
     max_pending: int | None,
     origin: str,
 ) -> Any:
-    with _nested(origin, max_pending) as block:
+    with _nested(origin, max_pending, function) as block:
         _register(block, function, items, options)
     return block.result["merge"]
 
@@ -143,7 +144,7 @@ async def _nested_awaited(
     max_pending: int | None,
     origin: str,
 ) -> Any:
-    async with _nested(origin, max_pending) as block:
+    async with _nested(origin, max_pending, function) as block:
         _register(block, function, items, options)
     return block.result["merge"]
 

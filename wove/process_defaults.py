@@ -23,7 +23,8 @@ ERROR_MODES: Final = ("raise", "return")
 
 @dataclass(frozen=True, slots=True)
 class Defaults:
-    """What ``wove.config(...)`` set; ``None`` (``0`` for ``retries``) is no default."""
+    """What ``wove.config(...)`` set; ``None`` (``0`` for ``retries``, ``"raise"`` for
+    ``error_mode``) is no default."""
 
     #: Attempts after the first, for tasks that do not say ``retries=``.
     retries: int = 0
@@ -60,6 +61,9 @@ _RUNTIME_KEYS: Final = (
     "fork_start_timeout",
 )
 _KEYS: Final = (*(f.name for f in fields(Defaults)), *_RUNTIME_KEYS)
+_NO_DEFAULT: Final[Mapping[str, Any]] = {
+    name: getattr(Defaults(), name) for name in (f.name for f in fields(Defaults))
+}
 
 _defaults = Defaults()
 _task_options: TaskOptions | None = None  # None: no task default, nothing to fill
@@ -77,8 +81,9 @@ def config(**options: Any) -> Defaults:
     Task defaults: ``retries``, ``timeout``, ``workers`` and ``limit_per_minute`` apply
     to every task (``workers`` and ``limit_per_minute`` to mapped tasks) that does not
     give the option itself. Weave defaults: ``max_workers``, ``max_pending`` and
-    ``error_mode`` apply to every ``weave()`` that does not pass them. ``None`` (or
-    ``retries=0``, ``error_mode="raise"``) removes a default. The runtime settings of
+    ``error_mode`` apply to every ``weave()`` that does not pass them. ``None`` removes
+    a default (for ``retries`` and ``error_mode`` it is the same as ``retries=0`` and
+    ``error_mode="raise"``). The runtime settings of
     :func:`wove.configure` (``max_threads``, ``stuck_after``, ``detached_output``,
     ``thread_sensitive``, ``fork_start_timeout``) are accepted too and passed on.
     Returns the defaults now in force; an unknown option raises
@@ -92,28 +97,53 @@ def config(**options: Any) -> Defaults:
             raise InvalidOptionError(
                 f"wove.config() has no option {key!r}{hint} (options: {', '.join(_KEYS)})"
             )
-    ours = {key: value for key, value in options.items() if key not in _RUNTIME_KEYS}
-    updated = replace(_defaults, **ours)
-    _check(updated)
+    # None removes a default: for retries and error_mode that is their no-default value.
+    ours = {
+        key: _NO_DEFAULT[key] if value is None else value
+        for key, value in options.items()
+        if key not in _RUNTIME_KEYS
+    }
     passed_on = {key: value for key, value in options.items() if key in _RUNTIME_KEYS}
-    if passed_on:
-        runtime.configure(**passed_on)
+    # Read, check and publish under one lock: two threads configuring at once each
+    # build on the other's update instead of one overwriting it.
     with _lock:
-        _defaults = updated
+        updated = replace(_defaults, **ours)
+        _check(updated)
+        if passed_on:
+            runtime.configure(**passed_on)
         task_options = updated.task_options
         _task_options = None if task_options == TaskOptions() else task_options
+        _defaults = updated
     return updated
 
 
 def _check(candidate: Defaults) -> None:
-    if candidate.retries is None:  # `retries=None` reads as "no default": 0
-        raise InvalidOptionError("retries must be an int >= 0 (0: no retries), got None")
     check_options(candidate.task_options, mapped=True)
-    for name in ("max_workers", "max_pending"):
-        value = getattr(candidate, name)
-        if value is not None and (type(value) is not int or value < 1):
-            raise InvalidOptionError(f"{name} must be an int >= 1 or None, got {value!r}")
+    for name in _WEAVE_LIMITS:
+        check_weave_limit("wove.config()", name, getattr(candidate, name))
     check_error_mode(candidate.error_mode)
+
+
+# What each weave limit means, and what None means for it.
+_WEAVE_LIMITS: Final = {
+    "max_workers": (
+        "the most sync tasks of one weave running in threads at once",
+        "the shared pool's limit",
+    ),
+    "max_pending": ("the most items one mapped task may have", "no limit"),
+}
+
+
+def check_weave_limit(where: str, name: str, value: object) -> None:
+    """Refuse a ``max_workers`` or ``max_pending`` (``name``) given to ``where`` that is
+    neither an int >= 1 nor None; the one check ``weave()`` and ``wove.config()`` share."""
+    if value is None or (type(value) is int and value >= 1):
+        return
+    meaning, none = _WEAVE_LIMITS[name]
+    raise InvalidOptionError(
+        f"{where} got {name}={value!r}; {name} must be an int >= 1 ({meaning}), or None "
+        f"for {none}: pass e.g. {name}=8, or leave it out"
+    )
 
 
 def check_error_mode(error_mode: object) -> None:

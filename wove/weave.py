@@ -54,11 +54,7 @@ class WeaveBlock:
         error_mode: defaults.ErrorMode | None = None,
     ) -> None:
         _check_arguments(parent_weave, max_workers, background, fork, on_done, env)
-        if max_pending is not None and (type(max_pending) is not int or max_pending < 1):
-            raise InvalidOptionError(
-                f"max_pending must be an int >= 1 (the most items one mapped task may "
-                f"have), or None for no limit, got {max_pending!r}"
-            )
+        defaults.check_weave_limit("weave()", "max_pending", max_pending)
         if error_mode is not None:
             defaults.check_error_mode(error_mode)
         _check_flags(debug=debug, background=background)
@@ -79,6 +75,7 @@ class WeaveBlock:
         self._env = env
         self._data = data
         self._origin = origin
+        self._merged: str | None = None  # see weave_at()
         self._specs: dict[str, TaskSpec] = {}
         self._state = _State.NEW
         self._graph: Graph | None = None
@@ -135,6 +132,7 @@ class WeaveBlock:
             env=self._env,
             max_pending=settled.max_pending if self._max_pending is None else self._max_pending,
             error_mode=settled.error_mode if self._error_mode is None else self._error_mode,
+            merged=self._merged,
         )
 
     def _plan(self, recipe: execution.Recipe) -> Graph:
@@ -357,11 +355,7 @@ def _check_arguments(
             f"weave()'s first argument must be a Weave subclass (the template to load), "
             f"got {parent_weave!r}; pass keywords by name, e.g. weave(user_id=7)"
         )
-    if max_workers is not None and (type(max_workers) is not int or max_workers < 1):
-        raise InvalidOptionError(
-            f"max_workers must be an int >= 1 (or None for the shared pool's limit), "
-            f"got {max_workers!r}"
-        )
+    defaults.check_weave_limit("weave()", "max_workers", max_workers)
     if fork not in (False, True, "fork", "spawn"):
         raise InvalidOptionError(f"fork must be True, False, 'fork' or 'spawn', got {fork!r}")
     if fork and not background:
@@ -453,14 +447,17 @@ def weave(
     )
 
 
-def weave_at(origin: str) -> Callable[..., WeaveBlock]:
+def weave_at(origin: str, *, merged: str | None = None) -> Callable[..., WeaveBlock]:
     """``weave`` naming its weave after ``origin`` (``"file:line"``) instead of the line
     that calls it: for integrations that start a weave on a user's behalf (``detach()``),
-    so traces, log lines and spans point at the user's code, not at the integration's."""
+    so traces, log lines and spans point at the user's code, not at the integration's.
+    ``merged``: the function's name when the weave runs one ``merge()`` call, so that
+    its errors name that call and say to change its options there, not on ``@w.do``."""
 
     def weave_there(*args: Any, **kwargs: Any) -> WeaveBlock:
         block = weave(*args, **kwargs)
         block._origin = origin
+        block._merged = merged
         return block
 
     return weave_there

@@ -270,7 +270,7 @@ def arm_timeout(run: Run, spec: TaskSpec, index: int | None, *, sync: bool) -> T
             return
         if task is not None:
             run.forget_task(task)
-        error = TaskTimeout(name, timeout, index)
+        error = TaskTimeout(name, timeout, index, run.merged)
         if sync:
             position = services.where_is(timed.thread_id)
             error.add_note(
@@ -334,7 +334,7 @@ def call_sync(
             timed_calls.running(previous)
             if timed.settle():  # the timeout already failed the task
                 if opened and recorder is not None and timeout is not None:
-                    timed_out = TaskTimeout(spec.name, timeout, index)
+                    timed_out = TaskTimeout(spec.name, timeout, index, run.merged)
                     context.run(recorder.end, opened, timed_out, extra)
                 return ABANDONED, None, start
         if opened and recorder is not None:
@@ -378,7 +378,7 @@ async def call_async(
                     value = await function(**kwargs)
                 if scope.expired():  # it caught the cancellation and returned
                     timed_out = True
-                    value, error = None, TaskTimeout(spec.name, timeout, index)
+                    value, error = None, TaskTimeout(spec.name, timeout, index, run.merged)
                     error.add_note(
                         "wove: the task caught the cancellation at its timeout and returned "
                         "a value; the value was dropped"
@@ -393,7 +393,7 @@ async def call_async(
             error = exc
             if timeout is not None and isinstance(exc, TimeoutError) and scope.expired():
                 timed_out = True
-                error = TaskTimeout(spec.name, timeout, index)
+                error = TaskTimeout(spec.name, timeout, index, run.merged)
                 error.__cause__ = exc
         finally:
             if extra is not None:

@@ -107,8 +107,12 @@ class Run:
         sensitive_thread: bool = True,
         max_pending: int | None = None,
         errors_returned: bool = False,
+        merged: str | None = None,
     ) -> None:
         self.origin = origin
+        # The merged function's name when this run is one merge() call's nested weave:
+        # its errors then speak of that call, not of the task standing for it.
+        self.merged = merged
         self.id = next(_ids)
         self.submit = submit
         self.loop = loop
@@ -331,7 +335,7 @@ class Run:
             if waiting:
                 holder.append(timer.deadlines().arm(time.monotonic() + timeout, expire))
                 return
-            error = TaskTimeout(name, timeout)
+            error = TaskTimeout(name, timeout, merged=self.merged)
             error.add_note(
                 f"wove: it waited {timeout:g} s for a thread and never started: all "
                 f"{threads.max_threads} threads of the pool (configure(max_threads=...)) "

@@ -125,6 +125,10 @@ def _store(
     tries = max(1, math.ceil(env.lease / env.heartbeat))
     # Celery's default retries a store for about 20 s: long enough to deliver a reply
     # late, too long for a caller to learn what happened while Redis is away.
+    # store_result() takes no retry policy of its own, so it is set on the backend for
+    # this store (and the record of a lost reply) only: the backend is this thread's,
+    # reused by whatever else the thread stores or reads later.
+    previous = backend.retry_policy
     backend.retry_policy = {
         "max_retries": tries,
         "interval_start": env.heartbeat,
@@ -132,16 +136,19 @@ def _store(
         "interval_max": env.heartbeat,
     }
     try:
-        backend.store_result(task_id, sealed, states.SUCCESS, request=request)
-    except Exception as error:
-        logger.error(
-            "wove: the reply of Celery task %s could not be stored (%s: %s); recording "
-            "that its function ran and its result was lost",
-            task_id,
-            type(error).__name__,
-            error,
-        )
-        _record_lost(backend, env, task_id, replies.lost_body(error, info), request)
+        try:
+            backend.store_result(task_id, sealed, states.SUCCESS, request=request)
+        except Exception as error:
+            logger.error(
+                "wove: the reply of Celery task %s could not be stored (%s: %s); recording "
+                "that its function ran and its result was lost",
+                task_id,
+                type(error).__name__,
+                error,
+            )
+            _record_lost(backend, env, task_id, replies.lost_body(error, info), request)
+    finally:
+        backend.retry_policy = previous
 
 
 def _record_lost(backend: Any, env: CeleryEnv, task_id: str, lost: bytes, request: Any) -> None:
