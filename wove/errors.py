@@ -40,6 +40,9 @@ class CircularDependencyError(WoveError, RuntimeError):
         super().__init__(message)
         self.cycle = cycle
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuilt(self, str(self), self.cycle)
+
 
 class MissingDependencyError(WoveError, ImportError):
     """An optional dependency a feature needs is not installed; the message names the
@@ -85,6 +88,9 @@ class TaskTimeout(WoveError, TimeoutError):
         self.index = index
         self.merged = merged
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuilt(self, self.task, self.seconds, self.index, self.merged)
+
 
 class MaxPendingError(WoveError, RuntimeError):
     """A mapped task has more items than ``max_pending`` allows; none of them started."""
@@ -100,7 +106,7 @@ class MaxPendingError(WoveError, RuntimeError):
         self.max_pending = max_pending
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.task, self.items, self.max_pending))
+        return _rebuilt(self, self.task, self.items, self.max_pending)
 
 
 class TaskCancelled(WoveError, RuntimeError):
@@ -111,6 +117,9 @@ class TaskCancelled(WoveError, RuntimeError):
         super().__init__(f"task {task!r} was cancelled{because}; it has no result")
         self.task = task
         self.cause = cause
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuilt(self, self.task, self.cause)
 
 
 class RemoteTaskError(WoveError, RuntimeError):
@@ -131,6 +140,13 @@ class RemoteTaskError(WoveError, RuntimeError):
         self.remote_type = remote_type
         self.remote_message = remote_message
         self.remote_traceback = remote_traceback
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The instance's own attributes (may_have_started of a RemoteWorkerLost, notes)
+        # travel as its state.
+        return _rebuilt(
+            self, self.task, self.remote_type, self.remote_message, self.remote_traceback
+        )
 
     #: Whether the function may have started on the worker: a caller may resend a call
     #: that certainly never started; one that may have started could run twice.
@@ -168,3 +184,11 @@ class RemoteWorkerLost(RemoteTaskError):
     ) -> None:
         super().__init__(task, remote_type, remote_message, remote_traceback)
         self.may_have_started = may_have_started
+
+
+def _rebuilt(error: BaseException, *arguments: Any) -> tuple[Any, ...]:
+    """What pickles an error whose ``__init__`` takes other arguments than its message
+    (the default rebuilds it from ``args``, the message alone, and fails): the class, the
+    arguments of its ``__init__``, and its attributes, notes included. An error of a task
+    can cross a process (a detached or remote weave's ``on_done``, a worker's reply)."""
+    return (type(error), arguments, dict(error.__dict__))
