@@ -23,13 +23,13 @@ from celery import Celery, states
 from celery.utils import uuid
 
 from wove import InvalidOptionError, annotate
+from wove.contrib.remote.sending import Sender
 from wove.lowlevel import DetachedWeave, RemoteCall
 
 from . import capture, replies
 from .envelope import EnvelopeError, Keyring, open_envelope, seal
 from .failures import UNSENT, failure
 from .results import backend_name, waiter_for
-from .sending import send_soon
 from .tracing import call_name, trace_context, weave_name
 
 logger: Final = logging.getLogger("wove")
@@ -117,6 +117,9 @@ class CeleryEnv:
         self._app_config = app
         self._app: Celery | None = app if isinstance(app, Celery) else None
         self._checked = False
+        # Its own sending thread: a broker that does not answer (kombu retries a
+        # connection for minutes) holds up this environment's messages, never another's.
+        self._sender = Sender("wove-celery-sender")
 
     def __repr__(self) -> str:
         app = self._app.main if self._app is not None else self._app_config
@@ -165,14 +168,14 @@ class CeleryEnv:
                 waiter.drop(task_id)
                 deliver(UNSENT, error, None)
 
-        send_soon(lambda: context.run(send))
+        self._sender.soon(lambda: context.run(send))
         try:
             state, value, traceback = await future
         except asyncio.CancelledError:  # the weave failed, or the task timed out
             waiter.drop(task_id)
             # After its send, in order (and in the same context: the same thread runs
             # both, one after the other, so the context is never entered twice at once).
-            send_soon(lambda: context.run(self._revoke, app, task_id))
+            self._sender.soon(lambda: context.run(self._revoke, app, task_id))
             raise
         return self._outcome(call.task, task_id, state, value, traceback)
 
