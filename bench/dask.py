@@ -45,7 +45,7 @@ def _started() -> Iterator[Any]:
         threads_per_worker=1,
         processes=True,
         host="127.0.0.1",
-        dashboard_address=None,
+        dashboard_address="127.0.0.1:0",  # None still means :8787; any free port here
     )
     env = DaskEnv(cluster)
     remove = wove.register_env(ENV, env)

@@ -24,7 +24,7 @@ def dask_cluster() -> Iterator[Any]:
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",
-            dashboard_address=None,
+            dashboard_address="127.0.0.1:0",  # None still means :8787; any free port here
         )
     try:
         yield cluster

@@ -13,8 +13,6 @@ here (see :mod:`wove.contrib.celery.tracing`).
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import logging
 import math
 import socket
@@ -26,6 +24,7 @@ from celery import Task, shared_task, states
 from celery.exceptions import Ignore
 
 from wove import InvalidOptionError
+from wove.contrib.remote.running import run_call
 from wove.lowlevel import get_env
 
 from . import capture, replies
@@ -33,7 +32,7 @@ from .env import CALL, REPLY, TASK_NAME, WEAVE, CeleryEnv
 from .envelope import EnvelopeError, envelope_trace, open_envelope, seal
 from .lease import claim, claim_key, has_leases, heartbeat_for
 from .results import json_backend
-from .tracing import task_span, weave_context
+from .tracing import CELERY_TASK_ID, weave_context
 
 logger: Final = logging.getLogger("wove")
 
@@ -81,25 +80,13 @@ def _call(
     info = _info(self)
     # The caller's span's child (a no-op without a trace context or OpenTelemetry),
     # current while the task runs: the spans its code opens nest under it.
-    with task_span(task, carrier, origin, task_id) as span:
-        start = time.perf_counter()
-        try:
-            value = function(**kwargs)
-            if inspect.isawaitable(value):
-                value = asyncio.run(_awaited(value))
-        # SystemExit and KeyboardInterrupt raised by the task's code are its errors, as
-        # for a local task; they must not end the worker's process. One raised because
-        # the pool process is being terminated (a revoke with terminate=True) goes on up.
-        except (Exception, SystemExit, KeyboardInterrupt) as error:
-            if not isinstance(error, Exception) and terminate_handler_fired():
-                raise
-            info["seconds"] = time.perf_counter() - start
-            span.failed(error)
-            source = origin.rpartition(":")[0]
-            reply = replies.error_body(error, info, remote.max_payload, source)
-        else:
-            info["seconds"] = time.perf_counter() - start
-            reply = replies.ok_body(task, value, info, remote.max_payload)
+    reply = run_call(
+        *(function, kwargs, task, origin, carrier, task_id, CELERY_TASK_ID, info),
+        remote.max_payload,
+        # One raised because the pool process is being terminated (a revoke with
+        # terminate=True) goes on up: it is the worker's stop, not the task's error.
+        goes_on_up=lambda error: not isinstance(error, Exception) and terminate_handler_fired(),
+    )
     _store(backend, remote, task_id, reply, self.request, info)
 
 
@@ -236,10 +223,6 @@ def _environment(name: str | None) -> CeleryEnv:
             f"process as in the sender's",
         )
     return env
-
-
-async def _awaited(awaitable: Any) -> Any:
-    return await awaitable
 
 
 #: Wove's Celery task: a shared task, so every app importing this module has it. It

@@ -8,14 +8,10 @@ with the worker's traceback), so that every environment rebuilds outcomes the sa
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import socket
-import time
 from typing import Any, Final
 
-from wove.contrib.remote import replies
-from wove.contrib.remote.tracing import task_span
+from wove.contrib.remote import running
 
 #: The attribute of the worker's span that holds the Dask key of the call.
 KEY_ATTRIBUTE: Final = "dask.key"
@@ -32,20 +28,9 @@ def run_call(
 ) -> bytes:
     """Run ``function(**kwargs)`` here; its reply body (value or exception)."""
     info: dict[str, Any] = {"worker": socket.gethostname()}
-    with task_span(task, carrier, origin, key, KEY_ATTRIBUTE) as span:
-        start = time.perf_counter()
-        try:
-            value = function(**kwargs)
-            if inspect.isawaitable(value):
-                value = asyncio.run(_awaited(value))
-        # SystemExit and KeyboardInterrupt raised by the task's code are its errors, as
-        # for a local task; they must not end the worker.
-        except (Exception, SystemExit, KeyboardInterrupt) as error:
-            info["seconds"] = time.perf_counter() - start
-            span.failed(error)
-            return replies.error_body(error, info, limit, origin.rpartition(":")[0])
-        info["seconds"] = time.perf_counter() - start
-        return replies.ok_body(task, value, info, limit)
+    return running.run_call(
+        function, kwargs, task, origin, carrier, key, KEY_ATTRIBUTE, info, limit
+    )
 
 
 def run_weave(run: Any, origin: str, carrier: dict[str, str] | None) -> int:
@@ -55,7 +40,3 @@ def run_weave(run: Any, origin: str, carrier: dict[str, str] | None) -> int:
     with weave_context(carrier, origin):
         status: int = run()
     return status
-
-
-async def _awaited(awaitable: Any) -> Any:
-    return await awaitable

@@ -7,15 +7,13 @@ pool's process and this one, so its bytes are trusted and unpickled as they come
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import os
-import time
 from multiprocessing.connection import Connection
 from typing import Any, Final, cast
 
 from wove.contrib.remote import capture, replies
-from wove.contrib.remote.tracing import task_span, weave_context
+from wove.contrib.remote.running import run_call
+from wove.contrib.remote.tracing import weave_context
 
 #: Payload kinds: a task's call, a detached weave.
 CALL: Final = "call"
@@ -44,21 +42,5 @@ def run_payload(payload: bytes) -> bytes:
             status = run()  # logs its own failure, calls on_done
         return replies.ok_body("the detached weave", status, info, None)
     function, kwargs, task, origin, carrier = message[1:]
-    with task_span(task, carrier, origin, str(os.getpid()), PID_ATTRIBUTE) as span:
-        start = time.perf_counter()
-        try:
-            value = function(**kwargs)
-            if inspect.isawaitable(value):
-                value = asyncio.run(_awaited(value))
-        # SystemExit and KeyboardInterrupt raised by the task's code are its errors, as
-        # for a local task; they must not end the worker.
-        except (Exception, SystemExit, KeyboardInterrupt) as error:
-            info["seconds"] = time.perf_counter() - start
-            span.failed(error)
-            return replies.error_body(error, info, None, origin.rpartition(":")[0])
-        info["seconds"] = time.perf_counter() - start
-        return replies.ok_body(task, value, info, None)
-
-
-async def _awaited(awaitable: Any) -> Any:
-    return await awaitable
+    pid = str(os.getpid())
+    return run_call(function, kwargs, task, origin, carrier, pid, PID_ATTRIBUTE, info, None)

@@ -15,8 +15,6 @@ same keys: start it with ``rq worker -c <module>`` where the module calls
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import json
 import logging
 import os
@@ -29,9 +27,10 @@ import cloudpickle  # noqa: F401  (imported here: a work horse forked per job ha
 from rq import get_current_job
 
 from wove import InvalidOptionError
-from wove.contrib.remote import capture, replies
+from wove.contrib.remote import capture
 from wove.contrib.remote.envelope import EnvelopeError, envelope_trace, open_envelope, seal
-from wove.contrib.remote.tracing import task_span, weave_context
+from wove.contrib.remote.running import run_call
+from wove.contrib.remote.tracing import weave_context
 from wove.lowlevel import get_env
 
 from .env import RQEnv
@@ -101,20 +100,7 @@ def _call(
     limit: int | None,
 ) -> bytes:
     info: dict[str, Any] = {"worker": socket.gethostname()}
-    with task_span(task, carrier, origin, job_id, JOB_ID_ATTRIBUTE) as span:
-        start = time.perf_counter()
-        try:
-            value = function(**kwargs)
-            if inspect.isawaitable(value):
-                value = asyncio.run(_awaited(value))
-        # SystemExit and KeyboardInterrupt raised by the task's code are its errors, as
-        # for a local task; they must not end the work horse.
-        except (Exception, SystemExit, KeyboardInterrupt) as error:
-            info["seconds"] = time.perf_counter() - start
-            span.failed(error)
-            return replies.error_body(error, info, limit, origin.rpartition(":")[0])
-        info["seconds"] = time.perf_counter() - start
-        return replies.ok_body(task, value, info, limit)
+    return run_call(function, kwargs, task, origin, carrier, job_id, JOB_ID_ATTRIBUTE, info, limit)
 
 
 class _Lease:
@@ -209,7 +195,3 @@ def _environment(name: str) -> RQEnv:
             f"under the same names and with the same keys, as the sender's process",
         )
     return env
-
-
-async def _awaited(awaitable: Any) -> Any:
-    return await awaitable
