@@ -14,11 +14,10 @@ Targets <= 1.5.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
-from .celery import _rounds
-from .harness import Row, Skipped, Workload, check
+from .harness import Row, Skipped, Workload, check, interleaved, per_call
 
 WORKERS = 2
 ROUNDTRIPS = 200
@@ -78,18 +77,8 @@ def _measure_roundtrip(runs: int) -> list[Row]:
 
         check([_wove_roundtrip(), raw()], 3, "dask-roundtrip")
 
-        def block(one: Callable[[], int]) -> Callable[[], None]:
-            def run() -> None:
-                for _ in range(BLOCK):
-                    one()
-
-            return run
-
-        sides = {"wove": block(_wove_roundtrip), "raw": block(raw)}
-        for side in sides.values():
-            side()
-        blocks = runs * ROUNDTRIPS // BLOCK
-        median = {name: value / BLOCK for name, value in _rounds(sides, blocks).items()}
+        sides = {"wove": _wove_roundtrip, "raw": raw}
+        median = per_call(sides, runs * ROUNDTRIPS, BLOCK)
     wove, plain = median["wove"], median["raw"]
     return [
         Row(
@@ -98,7 +87,7 @@ def _measure_roundtrip(runs: int) -> list[Row]:
             baseline=plain,
             unit="s",
             target=1.5,
-            runs=blocks,
+            runs=runs * ROUNDTRIPS // BLOCK,
             note=f"one trivial remote task per weave / client.submit(add, 1, 2).result(), "
             f"median per task: {wove * 1e3:.2f} ms / {plain * 1e3:.2f} ms; the same "
             f"LocalCluster ({WORKERS} worker processes)",
@@ -127,7 +116,7 @@ def _measure_throughput(runs: int) -> list[Row]:
         check([wove_side(), raw()], list(range(MAPPED)), "dask-throughput-1000")
         median = {
             name: value / MAPPED
-            for name, value in _rounds({"wove": wove_side, "raw": raw}, runs).items()
+            for name, value in interleaved({"wove": wove_side, "raw": raw}, runs).items()
         }
     wove, plain = median["wove"], median["raw"]
     return [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 MIN_RUNS = 5
@@ -112,3 +112,42 @@ def check(values: Sequence[object], expected: object, what: str) -> None:
     for value in values:
         if value != expected:
             raise AssertionError(f"{what}: expected {expected!r}, got {value!r}")
+
+
+def interleaved(sides: Mapping[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+    """Median seconds of a call of each side, over ``rounds`` calls each, their order
+    rotated (and reversed every other round) so a drifting machine weighs on every side."""
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    names = list(sides)
+    for round_ in range(rounds):
+        shift = round_ % len(names)
+        order = names[shift:] + names[:shift]
+        if round_ % 2:
+            order.reverse()
+        for name in order:
+            gc.collect()
+            start = time.perf_counter()
+            sides[name]()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def per_call(
+    sides: Mapping[str, Callable[[], object]], calls: int, block: int, warm: int = 1
+) -> dict[str, float]:
+    """Median seconds of one call of each side, ``calls`` calls a side timed in
+    interleaved blocks of ``block`` (one call is too short to time alone), after ``warm``
+    warm-up blocks (connections, subscriptions, a worker pool)."""
+
+    def repeated(one: Callable[[], object]) -> Callable[[], None]:
+        def run() -> None:
+            for _ in range(block):
+                one()
+
+        return run
+
+    blocks = {name: repeated(one) for name, one in sides.items()}
+    for run in blocks.values():
+        for _ in range(warm):
+            run()
+    return {name: value / block for name, value in interleaved(blocks, calls // block).items()}

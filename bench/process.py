@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import multiprocessing
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
-from .celery import _rounds
-from .harness import Row, Workload, check
+from .harness import Row, Workload, check, interleaved, per_call
 
 WORKERS = 2
 CPU_TASKS = 4
@@ -109,7 +108,7 @@ def _measure_cpu(runs: int) -> list[Row]:
             return list(threads.map(burn, [loops] * CPU_TASKS))
 
         check([wove_side(), raw(), threaded()], expected, "process-cpu-4x0.2s")
-        median = _rounds({"wove": wove_side, "raw": raw, "threads": threaded}, max(runs, 5))
+        median = interleaved({"wove": wove_side, "raw": raw, "threads": threaded}, max(runs, 5))
     return [
         Row(
             name="process-cpu-4x0.2s",
@@ -163,22 +162,12 @@ def _measure_roundtrip(runs: int) -> list[Row]:
 
         check([_wove_roundtrip(), raw(), _local_roundtrip()], 3, "process-roundtrip")
 
-        def block(one: Callable[[], int]) -> Callable[[], None]:
-            def run() -> None:
-                for _ in range(BLOCK):
-                    one()
-
-            return run
-
         sides = {
-            "wove": block(_wove_roundtrip),
-            "raw": block(raw),
-            "local": block(_local_roundtrip),
+            "wove": _wove_roundtrip,
+            "raw": raw,
+            "local": _local_roundtrip,
         }
-        for side in sides.values():
-            side()
-        blocks = runs * ROUNDTRIPS // BLOCK
-        median = {name: value / BLOCK for name, value in _rounds(sides, blocks).items()}
+        median = per_call(sides, runs * ROUNDTRIPS, BLOCK)
     wove, plain, local = median["wove"], median["raw"], median["local"]
     return [
         Row(
@@ -187,7 +176,7 @@ def _measure_roundtrip(runs: int) -> list[Row]:
             baseline=plain,
             unit="s",
             target=1.5,
-            runs=blocks,
+            runs=runs * ROUNDTRIPS // BLOCK,
             note=f"one trivial task per weave / executor.submit(add, 1, 2).result(), "
             f"median per task: {wove * 1e6:.0f} µs / {plain * 1e6:.0f} µs "
             f"(+{(wove - plain) * 1e6:.0f} µs); of Wove's, the weave itself (the same "
@@ -222,7 +211,7 @@ def _measure_throughput(runs: int) -> list[Row]:
         check([_wove_mapped(), raw()], list(range(MAPPED)), "process-throughput-1000")
         median = {
             name: value / MAPPED
-            for name, value in _rounds({"wove": _wove_mapped, "raw": raw}, runs).items()
+            for name, value in interleaved({"wove": _wove_mapped, "raw": raw}, runs).items()
         }
     wove, plain = median["wove"], median["raw"]
     return [

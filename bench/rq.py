@@ -23,14 +23,13 @@ import importlib.util
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from .celery import _rounds
 from .celery.services import _helper, _terminated_as_exit
-from .harness import Row, Skipped, Workload, check
+from .harness import Row, Skipped, Workload, check, interleaved, per_call
 
 REPO = Path(__file__).resolve().parents[1]
 WORKERS = 2
@@ -126,18 +125,8 @@ def _measure_roundtrip(runs: int) -> list[Row]:
 
         check([wove_side(), raw()], 3, "rq-roundtrip")
 
-        def block(one: Callable[[], int]) -> Callable[[], None]:
-            def run() -> None:
-                for _ in range(BLOCK):
-                    one()
-
-            return run
-
-        sides = {"wove": block(wove_side), "raw": block(raw)}
-        for side in sides.values():
-            side()
-        blocks = runs * ROUNDTRIPS // BLOCK
-        median = {name: value / BLOCK for name, value in _rounds(sides, blocks).items()}
+        sides = {"wove": wove_side, "raw": raw}
+        median = per_call(sides, runs * ROUNDTRIPS, BLOCK)
     wove, plain = median["wove"], median["raw"]
     return [
         Row(
@@ -146,7 +135,7 @@ def _measure_roundtrip(runs: int) -> list[Row]:
             baseline=plain,
             unit="s",
             target=1.5,
-            runs=blocks,
+            runs=runs * ROUNDTRIPS // BLOCK,
             note=f"one trivial remote task per weave / enqueue(add, 1, 2) then "
             f"latest_result(), median per task: {wove * 1e3:.2f} ms / {plain * 1e3:.2f} ms; "
             f"same Redis and {WORKERS} rq SimpleWorkers",
@@ -175,7 +164,7 @@ def _measure_throughput(runs: int) -> list[Row]:
         check([wove_side(), raw()], list(range(MAPPED)), "rq-throughput-1000")
         median = {
             name: value / MAPPED
-            for name, value in _rounds({"wove": wove_side, "raw": raw}, runs).items()
+            for name, value in interleaved({"wove": wove_side, "raw": raw}, runs).items()
         }
     wove, plain = median["wove"], median["raw"]
     return [

@@ -21,13 +21,10 @@ ends (see services.py); without ``redis-server`` the workloads are reported as s
 
 from __future__ import annotations
 
-import gc
-import statistics
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
-from ..harness import Row, Workload, check
+from ..harness import Row, Workload, check, interleaved, per_call
 from .services import CONCURRENCY, POOL, Services, started
 
 ROUNDTRIPS = 200  # sequential round trips per run, a side
@@ -35,24 +32,6 @@ BLOCK = 25  # ... timed in interleaved blocks of this many (8 blocks a side per 
 MAPPED = 1000  # tasks in the throughput workload
 TIMEOUT = 120.0  # seconds a raw get() may wait (a stuck worker must not hang the bench)
 WORKER = f"{POOL} pool, concurrency {CONCURRENCY}"
-
-
-def _rounds(sides: Mapping[str, Callable[[], object]], rounds: int) -> dict[str, float]:
-    """Median seconds of a call of each side, over ``rounds`` calls each, their order
-    rotated (and reversed every other round) so a drifting machine weighs on every side."""
-    times: dict[str, list[float]] = {name: [] for name in sides}
-    names = list(sides)
-    for round_ in range(rounds):
-        shift = round_ % len(names)
-        order = names[shift:] + names[:shift]
-        if round_ % 2:
-            order.reverse()
-        for name in order:
-            gc.collect()
-            start = time.perf_counter()
-            sides[name]()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 # --- celery-roundtrip --------------------------------------------------------------------
@@ -83,19 +62,9 @@ def _roundtrip(running: Services, runs: int) -> Row:
 
     check([_wove_roundtrip(), raw()], 3, "celery-roundtrip")
 
-    def block(one: Callable[[], int]) -> Callable[[], None]:
-        def run() -> None:
-            for _ in range(BLOCK):
-                one()
-
-        return run
-
-    sides = {"wove": block(_wove_roundtrip), "raw": block(raw)}
-    for side in sides.values():  # warm-up: connections, subscriptions, the worker's pool
-        for _ in range(4):
-            side()
-    blocks = runs * ROUNDTRIPS // BLOCK
-    median = {name: value / BLOCK for name, value in _rounds(sides, blocks).items()}
+    sides = {"wove": _wove_roundtrip, "raw": raw}
+    # Four warm-up blocks: connections, subscriptions, the worker's pool.
+    median = per_call(sides, runs * ROUNDTRIPS, BLOCK, warm=4)
     wove, plain = median["wove"], median["raw"]
     return Row(
         name="celery-roundtrip",
@@ -103,7 +72,7 @@ def _roundtrip(running: Services, runs: int) -> Row:
         baseline=plain,
         unit="s",
         target=1.5,
-        runs=blocks,
+        runs=runs * ROUNDTRIPS // BLOCK,
         note=f"one trivial remote task per weave / add.delay(1, 2).get(), {ROUNDTRIPS} a "
         f"run in interleaved blocks of {BLOCK}, median per task: {wove * 1e6:.0f} µs / "
         f"{plain * 1e6:.0f} µs "
@@ -151,7 +120,7 @@ def _throughput(running: Services, runs: int) -> Row:
         "get": raw_get,
         "join_native": raw_join,
     }
-    median = {name: value / MAPPED for name, value in _rounds(sides, runs).items()}
+    median = {name: value / MAPPED for name, value in interleaved(sides, runs).items()}
     fastest = min(("get", "join_native"), key=median.__getitem__)
     wove, plain = median["wove"], median[fastest]
     raw_ways = ", ".join(
